@@ -1,0 +1,196 @@
+"""Command line: `python -m seq2seq_keras train | translate | evaluate`.
+
+Intentionally thin: it parses flags, builds a `Seq2SeqConfig`, and calls the same library
+functions the notebooks call. A user's mistake (a missing file, an untrained model directory)
+ends with one clear `error:` line and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from pathlib import Path
+
+# Quiet TensorFlow's C++ start-up chatter before it is imported; a user can still override it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+DEFAULT_MODEL_DIR = "saved_models/eng_spa"
+SAMPLE_SENTENCES = (
+    "Thank you.",
+    "How are you?",
+    "I love you.",
+    "Where is the train station?",
+    "It is raining today.",
+)
+
+
+def add_model_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model-dir",
+        default=DEFAULT_MODEL_DIR,
+        help=f"the trained model directory (default: {DEFAULT_MODEL_DIR})",
+    )
+
+
+def add_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        help="a .zip/.txt/.tsv file of 'source<TAB>target' lines (default: $SEQ2SEQ_DATA, "
+        "else download spa-eng)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m seq2seq_keras",
+        description="Train, use and evaluate an LSTM encoder–decoder translator.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser(
+        "train",
+        help="train a model, then print test BLEU and sample translations",
+        description="Train the encoder–decoder on sentence pairs and write a model directory.",
+    )
+    add_model_dir(train)
+    add_data(train)
+    defaults = _default_config()
+    train.add_argument("--max-pairs", type=int, default=defaults.max_pairs,
+                       help="use only the first N pairs of the file, before the split (0: all)")
+    train.add_argument("--epochs", type=int, default=defaults.epochs,
+                       help=f"maximum epochs (default: {defaults.epochs})")
+    train.add_argument("--units", type=int, default=defaults.units,
+                       help=f"LSTM state size, the context vector's size (default: {defaults.units})")
+    train.add_argument("--embedding-dim", type=int, default=defaults.embedding_dim,
+                       help=f"token embedding size (default: {defaults.embedding_dim})")
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                       help=f"sentence pairs per batch (default: {defaults.batch_size})")
+    train.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
+                       help=f"Adam learning rate (default: {defaults.learning_rate})")
+    train.add_argument("--max-minutes", type=float, default=defaults.max_train_seconds / 60,
+                       help="stop training after this many minutes (0: no limit)")
+    train.add_argument("--reverse", action="store_true",
+                       help="translate the second column into the first (Spanish→English)")
+    train.add_argument("--logdir", help="write TensorBoard logs here")
+    train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
+                       help="Keras progress: 1 bar (default), 2 one line per epoch, 0 silent")
+
+    translate = commands.add_parser(
+        "translate",
+        help="translate sentences given as arguments or one per line on stdin",
+        description="Translate sentences with a trained model. Without arguments, reads one "
+        "sentence per line from standard input and writes one translation per line.",
+    )
+    add_model_dir(translate)
+    translate.add_argument("sentences", nargs="*", help="sentences to translate")
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="BLEU and chrF on the test split, overall and by source length",
+        description="Score a trained model on the fixed test split with sacrebleu "
+        "(multi-reference, case-insensitive BLEU and chrF), overall and by source length.",
+    )
+    add_model_dir(evaluate)
+    add_data(evaluate)
+    return parser
+
+
+def _default_config():
+    from seq2seq_keras.config import Seq2SeqConfig
+
+    return Seq2SeqConfig()
+
+
+def config_from_args(args: argparse.Namespace):
+    """The `Seq2SeqConfig` a `train` command line asks for."""
+    return dataclasses.replace(
+        _default_config(),
+        max_pairs=args.max_pairs,
+        epochs=args.epochs,
+        units=args.units,
+        embedding_dim=args.embedding_dim,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        max_train_seconds=args.max_minutes * 60,
+        reverse=args.reverse,
+    )
+
+
+def run_train(args: argparse.Namespace) -> None:
+    from seq2seq_keras import data as data_lib
+    from seq2seq_keras.decode import Translator
+    from seq2seq_keras.train import train
+
+    config = config_from_args(args)
+    result = train(config, args.model_dir, data=args.data, logdir=args.logdir, verbose=args.verbose)
+    print(f"trained in {result.seconds / 60:.1f} min, {len(result.history.get('loss', []))} "
+          f"epochs; model written to {result.model_dir}")
+    trained = result.trained
+    translator = Translator(
+        trained.config, trained.training_model, trained.source_vocabulary, trained.target_vocabulary
+    )
+    report_test_scores(translator, data_lib.references_by_source(result.prepared.splits.test))
+    if not config.reverse:
+        for sentence, translation in zip(SAMPLE_SENTENCES, translator.translate(list(SAMPLE_SENTENCES))):
+            print(f"{sentence}  →  {translation}")
+
+
+def report_test_scores(translator, references: dict[str, list[str]]) -> None:
+    from seq2seq_keras.evaluate import evaluate_translator, format_length_table, format_scores
+
+    scores, buckets, _ = evaluate_translator(translator.translate, references)
+    print(f"test split: {format_scores(scores)}")
+    print(format_length_table(buckets))
+
+
+def load_translator(model_dir: str):
+    from seq2seq_keras.decode import Translator
+    from seq2seq_keras.model_dir import load_trained_model
+
+    trained = load_trained_model(model_dir)
+    return Translator(
+        trained.config, trained.training_model, trained.source_vocabulary, trained.target_vocabulary
+    )
+
+
+def run_translate(args: argparse.Namespace) -> None:
+    translator = load_translator(args.model_dir)
+    sentences = args.sentences or [line.rstrip("\r\n") for line in sys.stdin]
+    for translation in translator.translate(sentences):
+        print(translation)
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    from seq2seq_keras import data as data_lib
+
+    translator = load_translator(args.model_dir)
+    config = translator.config
+    pairs = data_lib.read_pairs(
+        data_lib.resolve_data_file(args.data), max_pairs=config.max_pairs, reverse=config.reverse
+    ).pairs
+    report_test_scores(translator, data_lib.references_by_source(data_lib.split_pairs(pairs).test))
+
+
+COMMANDS = {"train": run_train, "translate": run_translate, "evaluate": run_evaluate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; return the process exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from seq2seq_keras.data import DataError
+    from seq2seq_keras.model_dir import ModelDirError
+    from seq2seq_keras.train import TrainingError
+
+    try:
+        COMMANDS[args.command](args)
+    except (DataError, ModelDirError, TrainingError, TypeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume training.", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,402 @@
+"""Data: sentence pairs → fixed split → TextVectorization → a `tf.data` pipeline for `model.fit`.
+
+Read top to bottom, this module follows the data:
+
+1. `resolve_data_file` finds the pairs file: `--data PATH`, `$SEQ2SEQ_DATA`, or the official
+   spa-eng download (cached by `keras.utils.get_file`).
+2. `read_pairs` reads `source<TAB>target` lines from a `.zip`, `.txt` or `.tsv`, skipping and
+   counting malformed lines instead of failing on them.
+3. `split_pairs` makes the fixed train/validation/test split, grouped by source sentence.
+4. `standardize` is the one text-cleaning function, used for training and inference alike.
+5. `build_vocabulary` / `make_vectorizer` turn text into token ids with `TextVectorization`.
+6. `vectorize_pairs` and `make_dataset` build `((source_ids, decoder_input_ids), target_ids)`
+   batches: the teacher-forcing shift lives in exactly one place, `teacher_forcing_pair`.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import zipfile
+import zlib
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+import tensorflow_text as tf_text
+
+from seq2seq_keras.config import Seq2SeqConfig
+
+# The spa-eng pairs used by the TensorFlow and Keras translation tutorials (Tatoeba via
+# manythings.org/anki, CC-BY 2.0).
+SPA_ENG_URL = "http://storage.googleapis.com/download.tensorflow.org/data/spa-eng.zip"
+DATA_ENV_VAR = "SEQ2SEQ_DATA"
+
+# Special tokens. TextVectorization always puts the padding token "" at id 0 and "[UNK]" at
+# id 1; we put the decoder's start and end markers right after them in the target vocabulary.
+PAD_TOKEN, UNK_TOKEN, START_TOKEN, END_TOKEN = "", "[UNK]", "[START]", "[END]"
+PAD_ID, UNK_ID, START_ID, END_ID = 0, 1, 2, 3
+
+# The fixed split: a pair goes to test when crc32(source) % 100 < 2, to validation when < 4.
+# Hashing the source sentence keeps every translation of one source in the same split.
+SPLIT_BUCKETS = 100
+TEST_BUCKETS = 2
+VALIDATION_BUCKETS = 4
+
+# Punctuation that becomes a token of its own; the rest of the punctuation is dropped.
+PUNCTUATION = ".?!,¿¡;:"
+
+
+class DataError(Exception):
+    """A problem with the user's data file: the message says what happened and how to fix it."""
+
+
+# --- 1. Finding the file -------------------------------------------------------------------
+
+
+def resolve_data_file(
+    data: str | os.PathLike | None = None,
+    url: str = SPA_ENG_URL,
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Return the path of the pairs file: `data`, else `$SEQ2SEQ_DATA`, else the download.
+
+    The download goes through `keras.utils.get_file`, which caches it (by default under
+    `~/.keras/datasets`, or in `cache_dir/datasets`), so only the first run touches the network.
+    """
+    chosen = data or os.environ.get(DATA_ENV_VAR)
+    if chosen:
+        path = Path(chosen).expanduser()
+        if not path.is_file():
+            raise DataError(
+                f"data file {str(path)!r} does not exist. Pass a .zip, .txt or .tsv file of "
+                f"'source<TAB>target' lines with --data PATH or the {DATA_ENV_VAR} variable."
+            )
+        return path
+    if cache_dir is not None:
+        # get_file falls back to /tmp/.keras when the cache directory does not exist yet.
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(
+            keras.utils.get_file(
+                "spa-eng.zip",
+                origin=url,
+                extract=False,
+                cache_dir=None if cache_dir is None else str(cache_dir),
+            )
+        )
+    except Exception as error:  # get_file raises several kinds of network and HTTP errors.
+        raise DataError(
+            f"could not download the spa-eng data from {url} ({error}). Download it elsewhere "
+            f"and pass the file with --data PATH or the {DATA_ENV_VAR} environment variable."
+        ) from None
+
+
+# --- 2. Reading pairs ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class PairsFile:
+    """The pairs read from a file, and how many lines were skipped, by reason."""
+
+    pairs: list[tuple[str, str]]
+    skipped: collections.Counter
+
+    @property
+    def num_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+
+def read_pairs(path: str | os.PathLike, max_pairs: int = 0, reverse: bool = False) -> PairsFile:
+    """Read `source<TAB>target` pairs from a `.zip`, `.txt` or `.tsv` file.
+
+    Columns after the second are ignored (the Anki exports add an attribution column). A line
+    without a tab, with an empty side, or that is not valid UTF-8 is skipped and counted under
+    `no_tab`, `empty_side` or `bad_utf8`, so one bad line never costs the whole file.
+
+    Args:
+      path: the file; a `.zip` must hold one pairs file (`spa.txt` in the spa-eng archive).
+      max_pairs: keep only the first N valid pairs (0 keeps all), before any split.
+      reverse: swap the columns (Spanish→English on spa-eng).
+    Returns:
+      A `PairsFile` with `(source, target)` tuples in file order.
+    """
+    raw = _read_pairs_bytes(Path(path))
+    pairs: list[tuple[str, str]] = []
+    skipped: collections.Counter = collections.Counter()
+    for line in raw.splitlines():
+        pair, problem = _parse_line(line)
+        if problem:
+            skipped[problem] += 1
+            continue
+        pairs.append(pair[::-1] if reverse else pair)
+        if max_pairs and len(pairs) >= max_pairs:
+            break
+    if not pairs:
+        raise DataError(
+            f"{str(path)!r} holds no 'source<TAB>target' lines (skipped: {dict(skipped)}). "
+            "Each line needs a source sentence, a tab, and its translation."
+        )
+    return PairsFile(pairs, skipped)
+
+
+def _read_pairs_bytes(path: Path) -> bytes:
+    """The bytes of the pairs file, taken out of a zip archive when `path` is one."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return path.read_bytes()
+        with zipfile.ZipFile(path) as archive:
+            return archive.read(_pairs_member(archive, path))
+    except OSError as error:
+        raise DataError(f"cannot read {str(path)!r}: {error}") from None
+    except zipfile.BadZipFile as error:
+        raise DataError(f"{str(path)!r} is a damaged zip archive: {error}") from None
+
+
+def _pairs_member(archive: zipfile.ZipFile, path: Path) -> str:
+    """The archive member holding the pairs: the largest .txt/.tsv not named like `_about.txt`."""
+    candidates = [
+        info
+        for info in archive.infolist()
+        if info.filename.lower().endswith((".txt", ".tsv"))
+        and not Path(info.filename).name.startswith(("_", "."))
+        and "__MACOSX" not in info.filename
+    ]
+    if not candidates:
+        raise DataError(f"{str(path)!r} contains no .txt or .tsv file of sentence pairs.")
+    return max(candidates, key=lambda info: info.file_size).filename
+
+
+def _parse_line(line: bytes) -> tuple[tuple[str, str] | None, str | None]:
+    """Parse one line into `(source, target)`, or name the reason it is malformed."""
+    try:
+        text = line.decode("utf-8").lstrip("\ufeff")
+    except UnicodeDecodeError:
+        return None, "bad_utf8"
+    if not text.strip():
+        return None, "blank"
+    columns = text.split("\t")
+    if len(columns) < 2:
+        return None, "no_tab"
+    source, target = columns[0].strip(), columns[1].strip()
+    if not source or not target:
+        return None, "empty_side"
+    return (source, target), None
+
+
+# --- 3. The fixed split --------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Splits:
+    """Train, validation and test pairs; no source sentence appears in two of them."""
+
+    train: list[tuple[str, str]]
+    validation: list[tuple[str, str]]
+    test: list[tuple[str, str]]
+
+
+def split_bucket(source: str) -> int:
+    """The split bucket (0–99) of a source sentence: a stable hash, the same on every machine."""
+    return zlib.crc32(source.encode("utf-8")) % SPLIT_BUCKETS
+
+
+def split_pairs(pairs: list[tuple[str, str]]) -> Splits:
+    """Split pairs by a hash of the source: fixed across runs and versions, grouped by source."""
+    splits = Splits(train=[], validation=[], test=[])
+    for pair in pairs:
+        bucket = split_bucket(pair[0])
+        if bucket < TEST_BUCKETS:
+            splits.test.append(pair)
+        elif bucket < VALIDATION_BUCKETS:
+            splits.validation.append(pair)
+        else:
+            splits.train.append(pair)
+    return splits
+
+
+def references_by_source(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """Every reference translation of each source, in file order: the multi-reference test set."""
+    references: dict[str, list[str]] = {}
+    for source, target in pairs:
+        references.setdefault(source, []).append(target)
+    return references
+
+
+# --- 4. Standardization --------------------------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="seq2seq_keras")
+def standardize(text: tf.Tensor) -> tf.Tensor:
+    """Normalize, lowercase and tokenize-by-spaces a batch of sentences (a `tf.string` tensor).
+
+    Why each step: NFKC folds look-alike code points (full-width letters, ligatures, composed
+    vs decomposed accents) into one form, so "é" is one token whatever the keyboard produced.
+    Lowercasing is Unicode-aware, so "É" → "é". Unlike the TensorFlow tutorial we keep accents,
+    "ñ", "¿" and "¡": stripping them produces wrong Spanish ("¿como estas?"). Punctuation that
+    carries meaning becomes a token of its own; other symbols are dropped.
+
+    It is a registered Keras function and pure TensorFlow, so it runs inside `tf.data`, inside
+    the exported SavedModel graph, and in a reloaded `TextVectorization`.
+    """
+    text = tf_text.normalize_utf8(text, "NFKC")
+    text = tf.strings.lower(text, encoding="utf-8")
+    text = tf.strings.regex_replace(text, "[’‘`´]", "'")
+    text = tf.strings.regex_replace(text, f"[^\\pL\\pM\\pN\\s'\\-{PUNCTUATION}]", " ")
+    text = tf.strings.regex_replace(text, f"([{PUNCTUATION}])", r" \1 ")
+    text = tf.strings.regex_replace(text, r"\s+", " ")
+    return tf.strings.strip(text)
+
+
+# --- 5. Vocabularies -----------------------------------------------------------------------
+
+
+def build_vocabulary(
+    sentences: list[str], vocab_size: int, reserved: tuple[str, ...] = ()
+) -> list[str]:
+    """The `vocab_size` most frequent tokens of `sentences`, as `TextVectorization` orders them.
+
+    The list starts with "" and "[UNK]", then the `reserved` tokens (the decoder's markers),
+    then words by falling frequency. `standardize` removes brackets, so a marker can never
+    collide with a real word.
+    """
+    counter = keras.layers.TextVectorization(
+        max_tokens=vocab_size - len(reserved), standardize=standardize
+    )
+    counter.adapt(tf.data.Dataset.from_tensor_slices(sentences).batch(4096))
+    vocabulary = counter.get_vocabulary()
+    return vocabulary[:2] + list(reserved) + vocabulary[2:]
+
+
+def make_vectorizer(vocabulary: list[str]) -> keras.layers.TextVectorization:
+    """A `TextVectorization` with a fixed vocabulary: text → ragged token ids (unknown → 1)."""
+    return keras.layers.TextVectorization(
+        standardize=standardize, vocabulary=vocabulary, ragged=True
+    )
+
+
+# --- 6. Token ids and the tf.data pipeline -------------------------------------------------
+
+
+@dataclasses.dataclass
+class TokenizedPairs:
+    """Token ids of kept pairs and how many pairs were dropped, by reason."""
+
+    source_ids: tf.RaggedTensor  # (num_pairs, None) int64
+    target_ids: tf.RaggedTensor  # (num_pairs, None) int64, [START] … [END]
+    dropped: collections.Counter
+
+    def __len__(self) -> int:
+        return int(self.source_ids.nrows())
+
+
+def vectorize_pairs(
+    pairs: list[tuple[str, str]],
+    source_vectorizer: keras.layers.TextVectorization,
+    target_vectorizer: keras.layers.TextVectorization,
+    config: Seq2SeqConfig,
+) -> TokenizedPairs:
+    """Token ids for all pairs at once; the target is wrapped in `[START] … [END]`.
+
+    A pair whose source or target standardizes to nothing (a line of only symbols) is dropped
+    as `empty_after_standardize`; one longer than the configured maximum as `too_long`,
+    because truncating it would teach the model a translation that stops mid-sentence.
+    """
+    sources = tf.constant([source for source, _ in pairs])
+    targets = tf.constant([target for _, target in pairs])
+    source_ids = source_vectorizer(sources)
+    target_ids = target_vectorizer(targets)
+    source_lengths = source_ids.row_lengths()
+    target_lengths = target_ids.row_lengths()
+
+    empty = (source_lengths == 0) | (target_lengths == 0)
+    too_long = (source_lengths > config.max_source_length) | (
+        target_lengths + 2 > config.max_target_length
+    )
+    keep = ~empty & ~too_long
+    dropped = collections.Counter(
+        {
+            "empty_after_standardize": int(tf.reduce_sum(tf.cast(empty, tf.int32))),
+            "too_long": int(tf.reduce_sum(tf.cast(too_long & ~empty, tf.int32))),
+        }
+    )
+    source_ids = tf.ragged.boolean_mask(source_ids, keep)
+    target_ids = tf.ragged.boolean_mask(target_ids, keep)
+    target_ids = add_markers(target_ids)
+    return TokenizedPairs(source_ids, target_ids, +dropped)
+
+
+def add_markers(target_ids: tf.RaggedTensor) -> tf.RaggedTensor:
+    """Wrap every row of target ids in `[START]` … `[END]`."""
+    rows = target_ids.nrows()
+    start = tf.fill([rows, 1], tf.constant(START_ID, target_ids.dtype))
+    end = tf.fill([rows, 1], tf.constant(END_ID, target_ids.dtype))
+    return tf.concat([start, target_ids, end], axis=1)
+
+
+def teacher_forcing_pair(source_ids: tf.Tensor, target_ids: tf.Tensor):
+    """Teacher forcing: `(source, target[:, :-1]) → target[:, 1:]`.
+
+    The decoder reads `[START] y1 … yn` and learns to predict `y1 … yn [END]`: at every step
+    its input is the true previous token, not its own guess.
+    """
+    return (source_ids, target_ids[:, :-1]), target_ids[:, 1:]
+
+
+def length_buckets(max_length: int) -> list[int]:
+    """Bucket boundaries for grouping batches by length: fine for short, coarse for long."""
+    boundaries = [4, 6, 8, 10, 12, 14, 16, 20, 24, 32, 48]
+    return [boundary for boundary in boundaries if boundary < max_length]
+
+
+def make_dataset(
+    tokens: TokenizedPairs, config: Seq2SeqConfig, shuffle: bool = True
+) -> tf.data.Dataset:
+    """Batches of `((source_ids, decoder_input_ids), target_ids)`, right-padded with 0.
+
+    Pairs of similar length are batched together (`bucket_by_sequence_length`), so a batch of
+    short sentences is not padded to the length of a long one: padding costs compute in every
+    LSTM step and softmax. Shuffling happens before bucketing, so batches still vary by epoch.
+    """
+    dataset = tf.data.Dataset.from_tensor_slices((tokens.source_ids, tokens.target_ids))
+    # Rows of a ragged tensor arrive as rank-0-ragged values; padded batching wants plain tensors.
+    dataset = dataset.map(lambda source, target: (tf.identity(source), tf.identity(target)))
+    if shuffle:
+        dataset = dataset.shuffle(len(tokens), seed=config.seed, reshuffle_each_iteration=True)
+    boundaries = length_buckets(max(config.max_source_length, config.max_target_length))
+    dataset = dataset.bucket_by_sequence_length(
+        element_length_func=lambda source, target: tf.maximum(
+            tf.shape(source)[0], tf.shape(target)[0]
+        ),
+        bucket_boundaries=boundaries,
+        bucket_batch_sizes=[config.batch_size] * (len(boundaries) + 1),
+    )
+    if shuffle:
+        # Buckets fill at different rates; shuffling whole batches mixes lengths within an epoch.
+        dataset = dataset.shuffle(64, seed=config.seed)
+    return dataset.map(teacher_forcing_pair, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+        tf.data.AUTOTUNE
+    )
+
+
+def describe_counts(counts: collections.Counter) -> str:
+    """A short human summary of skip/drop counts, e.g. `no_tab=3, empty_side=1`."""
+    return ", ".join(f"{reason}={count}" for reason, count in sorted(counts.items())) or "none"
+
+
+__all__ = [
+    "DataError",
+    "PairsFile",
+    "Splits",
+    "TokenizedPairs",
+    "build_vocabulary",
+    "make_dataset",
+    "make_vectorizer",
+    "read_pairs",
+    "references_by_source",
+    "resolve_data_file",
+    "split_pairs",
+    "standardize",
+    "vectorize_pairs",
+]

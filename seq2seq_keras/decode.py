@@ -1,0 +1,216 @@
+"""Decoding: inference models rebuilt from the trained layers, greedy search, text out.
+
+Training runs the decoder over a whole known target at once (teacher forcing). At inference
+the target is unknown, so the decoder must run one step at a time, feeding each predicted token
+back in. For that we rebuild two small models from the *same trained layers*, found by name:
+
+    encoder:      source_ids               → (h, c)          the context vector
+    decoder_step: (token, h, c)            → (next-token probabilities, h, c)
+
+`greedy_decode_stepwise` drives them from `[START]` until `[END]` or a maximum length, a batch
+of sentences at a time. `detokenize` turns ids back into Spanish text inside TensorFlow.
+`Translator` puts vectorizer, models and decoder together: strings in, strings out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from seq2seq_keras import model as model_lib
+from seq2seq_keras.config import Seq2SeqConfig
+from seq2seq_keras.data import END_ID, PAD_ID, PUNCTUATION, START_ID, make_vectorizer
+
+logger = logging.getLogger(__name__)
+
+# Marks written without a space before them ("hola ." → "hola.") or after them ("¿ qué" → "¿qué").
+CLOSING_PUNCTUATION = ".?!,;:"
+OPENING_PUNCTUATION = "¿¡"
+assert set(CLOSING_PUNCTUATION + OPENING_PUNCTUATION) == set(PUNCTUATION)
+
+
+@dataclasses.dataclass
+class InferenceModels:
+    """The encoder and the one-step decoder, sharing the trained model's layers and weights."""
+
+    encoder: keras.Model  # source_ids (batch, source_len) → [h, c], each (batch, units)
+    decoder_step: keras.Model  # [token (batch, 1), h, c] → [probabilities (batch, 1, vocab), h, c]
+
+
+def build_inference_models(training_model: keras.Model) -> InferenceModels:
+    """Rebuild the encoder and a one-step decoder from the trained layers, found by name.
+
+    Works on a freshly built model and on one loaded from disk alike, because layers are
+    looked up with `get_layer(name)`, never by position.
+    """
+    encoder_embedding = training_model.get_layer(model_lib.ENCODER_EMBEDDING)
+    encoder_lstm = training_model.get_layer(model_lib.ENCODER_LSTM)
+    decoder_embedding = training_model.get_layer(model_lib.DECODER_EMBEDDING)
+    decoder_lstm = training_model.get_layer(model_lib.DECODER_LSTM)
+    decoder_dense = training_model.get_layer(model_lib.DECODER_DENSE)
+
+    # Encoder: the training graph's left half, ending in the context vector.
+    source_ids = keras.Input(shape=(None,), dtype="int64", name="source_ids")
+    _, state_h, state_c = encoder_lstm(encoder_embedding(source_ids))
+    encoder = keras.Model(source_ids, [state_h, state_c], name="encoder")
+
+    # One decoder step: the previous token and the previous states in, the next ones out.
+    token_ids = keras.Input(shape=(1,), dtype="int64", name="token_ids")
+    input_h = keras.Input(shape=(decoder_lstm.units,), name="state_h")
+    input_c = keras.Input(shape=(decoder_lstm.units,), name="state_c")
+    outputs, output_h, output_c = decoder_lstm(
+        decoder_embedding(token_ids), initial_state=[input_h, input_c]
+    )
+    probabilities = decoder_dense(outputs)  # (batch, 1, vocab)
+    decoder_step = keras.Model(
+        [token_ids, input_h, input_c], [probabilities, output_h, output_c], name="decoder_step"
+    )
+    return InferenceModels(encoder, decoder_step)
+
+
+def greedy_decode_stepwise(
+    models: InferenceModels, source_ids: np.ndarray, max_length: int
+) -> np.ndarray:
+    """Greedy decoding with the classic inference models, one Python step per token.
+
+    The teaching path: clear, but each step is a separate model call. All sentences of the
+    batch advance together; a sentence that has produced `[END]` is fed padding (a masked step
+    that leaves its state alone) until every sentence is done.
+
+    Args:
+      models: the encoder and one-step decoder.
+      source_ids: `(batch, source_len)` int ids, right-padded with 0.
+      max_length: the most tokens to generate per sentence.
+    Returns:
+      `(batch, steps)` int64 token ids, `steps <= max_length`; a row ends at its first `[END]`
+      and is padded with 0 after it.
+    """
+    batch_size = source_ids.shape[0]
+    state_h, state_c = models.encoder(tf.constant(source_ids), training=False)
+    tokens = np.full((batch_size, 1), START_ID, dtype=np.int64)
+    done = np.zeros(batch_size, dtype=bool)
+    generated = []
+    for _ in range(max_length):
+        probabilities, state_h, state_c = models.decoder_step(
+            [tf.constant(tokens), state_h, state_c], training=False
+        )
+        next_ids = np.argmax(np.asarray(probabilities)[:, -1, :], axis=-1).astype(np.int64)
+        next_ids = np.where(done, PAD_ID, next_ids)
+        generated.append(next_ids)
+        done |= next_ids == END_ID
+        if done.all():
+            break
+        tokens = next_ids[:, None]
+    if not generated:
+        return np.zeros((batch_size, 0), dtype=np.int64)
+    return np.stack(generated, axis=1)
+
+
+def detokenize(token_ids: tf.Tensor, vocabulary: tf.Tensor) -> tf.Tensor:
+    """Token ids → sentences, in TensorFlow, so the same code runs inside an exported graph.
+
+    Stops each row at its first `[END]`; drops padding, `[START]` and `[END]`; writes
+    punctuation as Spanish does ("¿Qué hora es?", no space after "¿" or before "?"); and
+    capitalizes the first letter, since the model works in lowercase.
+
+    Args:
+      token_ids: `(batch, steps)` int ids.
+      vocabulary: 1-D `tf.string` tensor, the target vocabulary.
+    Returns:
+      `(batch,)` `tf.string` sentences.
+    """
+    token_ids = tf.cast(token_ids, tf.int64)
+    is_end = tf.cast(tf.equal(token_ids, END_ID), tf.int32)
+    before_end = tf.equal(tf.cumsum(is_end, axis=1), 0)
+    keep = before_end & (token_ids != PAD_ID) & (token_ids != START_ID)
+    words = tf.ragged.boolean_mask(tf.gather(vocabulary, token_ids), keep)
+    text = tf.strings.reduce_join(words, axis=-1, separator=" ")
+    text = tf.strings.regex_replace(text, f" ([{CLOSING_PUNCTUATION}])", r"\1")
+    text = tf.strings.regex_replace(text, f"([{OPENING_PUNCTUATION}]) ", r"\1")
+    return capitalize_first_letter(text)
+
+
+def capitalize_first_letter(text: tf.Tensor) -> tf.Tensor:
+    """Upper-case the first letter of each sentence, after any opening "¿" or "¡"."""
+    pattern = f"(?s)^([{OPENING_PUNCTUATION}]*)(.?)(.*)$"
+    opening = tf.strings.regex_replace(text, pattern, r"\1")
+    first = tf.strings.upper(tf.strings.regex_replace(text, pattern, r"\2"), encoding="utf-8")
+    rest = tf.strings.regex_replace(text, pattern, r"\3")
+    return tf.strings.join([opening, first, rest])
+
+
+class Translator:
+    """Strings in, strings out: vectorizer → encoder → greedy decoder → detokenizer.
+
+    Bad input has a defined result: an empty or blank sentence translates to "", unknown words
+    become `[UNK]` ids, a sentence longer than `config.max_source_length` tokens is truncated
+    (with a logged warning), and a non-string raises `TypeError`.
+    """
+
+    def __init__(
+        self,
+        config: Seq2SeqConfig,
+        training_model: keras.Model,
+        source_vocabulary: list[str],
+        target_vocabulary: list[str],
+    ):
+        self.config = config
+        self.source_vectorizer = make_vectorizer(source_vocabulary)
+        self.target_vocabulary = tf.constant(target_vocabulary)
+        self.models = build_inference_models(training_model)
+
+    def source_ids(self, sentences: list[str]) -> tf.RaggedTensor:
+        """Ragged `(batch, None)` source ids, truncated to the configured maximum length."""
+        ragged = self.source_vectorizer(tf.constant(sentences, dtype=tf.string))
+        lengths = ragged.row_lengths()
+        too_long = int(tf.reduce_sum(tf.cast(lengths > self.config.max_source_length, tf.int32)))
+        if too_long:
+            logger.warning(
+                "%d sentence(s) longer than %d tokens were truncated before translating.",
+                too_long,
+                self.config.max_source_length,
+            )
+        return ragged[:, : self.config.max_source_length]
+
+    def translate_ids(self, source_ids: np.ndarray) -> np.ndarray:
+        """Token ids of the greedy translations of `(batch, source_len)` padded source ids."""
+        return greedy_decode_stepwise(self.models, source_ids, self.config.max_decode_length)
+
+    def translate(self, sentences: list[str], batch_size: int = 256) -> list[str]:
+        """Translate a list of sentences, `batch_size` at a time.
+
+        A sentence with no token after standardization (blank, or only symbols such as emoji)
+        translates to "" without running the model.
+        """
+        sentences = check_sentences(sentences)
+        translations = [""] * len(sentences)
+        for start in range(0, len(sentences), batch_size):
+            batch = sentences[start : start + batch_size]
+            ragged = self.source_ids(batch)
+            non_empty = np.flatnonzero(ragged.row_lengths().numpy() > 0)
+            if non_empty.size == 0:
+                continue
+            source_ids = tf.gather(ragged, non_empty).to_tensor(PAD_ID).numpy()
+            token_ids = self.translate_ids(source_ids)
+            texts = detokenize(token_ids, self.target_vocabulary).numpy()
+            for index, text in zip(non_empty, texts):
+                translations[start + index] = text.decode("utf-8")
+        return translations
+
+
+def check_sentences(sentences) -> list[str]:
+    """Return `sentences` as a list of `str`, or raise a `TypeError` that names the bad item."""
+    if isinstance(sentences, str):
+        raise TypeError("translate() takes a list of sentences, not one string: use [sentence].")
+    sentences = list(sentences)
+    for position, sentence in enumerate(sentences):
+        if not isinstance(sentence, str):
+            raise TypeError(
+                f"sentence {position} is a {type(sentence).__name__}, not a str: "
+                "translate() takes text only."
+            )
+    return sentences

@@ -1,0 +1,112 @@
+"""Shared fixtures: the local spa-eng copy, tiny configs and tiny trained models.
+
+Tests never touch the network: the data file comes from `$SEQ2SEQ_DATA` or the copy in
+`../shared/data/spa-eng.zip` beside the project.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from seq2seq_keras import data as data_lib  # noqa: E402
+from seq2seq_keras.config import Seq2SeqConfig  # noqa: E402
+from seq2seq_keras.model import build_training_model  # noqa: E402
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data" / "spa-eng.zip"
+
+# Twenty short pairs a tiny model can learn by heart, with accents, ñ, ¿ and ¡.
+TINY_PAIRS = [
+    ("Thank you.", "Gracias."),
+    ("How are you?", "¿Cómo estás?"),
+    ("Good morning.", "Buenos días."),
+    ("I love you.", "Te quiero."),
+    ("Help!", "¡Ayuda!"),
+    ("The boy is here.", "El niño está aquí."),
+    ("It is cold.", "Hace frío."),
+    ("See you tomorrow.", "Hasta mañana."),
+    ("Where is the bathroom?", "¿Dónde está el baño?"),
+    ("I am hungry.", "Tengo hambre."),
+    ("What time is it?", "¿Qué hora es?"),
+    ("Good night.", "Buenas noches."),
+    ("Come here.", "Ven aquí."),
+    ("I speak Spanish.", "Hablo español."),
+    ("The house is big.", "La casa es grande."),
+    ("Happy birthday!", "¡Feliz cumpleaños!"),
+    ("I have a dog.", "Tengo un perro."),
+    ("We are friends.", "Somos amigos."),
+    ("Who are you?", "¿Quién eres?"),
+    ("The cat sleeps.", "El gato duerme."),
+]
+
+
+@pytest.fixture(scope="session")
+def spa_eng_path() -> Path:
+    path = Path(os.environ.get(data_lib.DATA_ENV_VAR, SHARED_DATA))
+    if not path.is_file():
+        pytest.fail(f"the local spa-eng copy is missing at {path}: set {data_lib.DATA_ENV_VAR}.")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> Seq2SeqConfig:
+    return Seq2SeqConfig(
+        source_vocab_size=64,
+        target_vocab_size=64,
+        embedding_dim=16,
+        units=32,
+        batch_size=32,
+        max_source_length=12,
+        max_target_length=12,
+        max_decode_length=12,
+        learning_rate=0.02,
+        seed=7,
+    )
+
+
+@dataclasses.dataclass
+class TinyModel:
+    config: Seq2SeqConfig
+    model: keras.Model
+    source_vocabulary: list[str]
+    target_vocabulary: list[str]
+    tokens: data_lib.TokenizedPairs
+
+
+def build_tiny(config: Seq2SeqConfig, pairs, epochs: int) -> TinyModel:
+    """Vocabularies, token ids and a model trained `epochs` full-batch epochs on `pairs`."""
+    keras.utils.set_random_seed(config.seed)
+    source_vocabulary = data_lib.build_vocabulary([s for s, _ in pairs], config.source_vocab_size)
+    target_vocabulary = data_lib.build_vocabulary(
+        [t for _, t in pairs], config.target_vocab_size, (data_lib.START_TOKEN, data_lib.END_TOKEN)
+    )
+    tokens = data_lib.vectorize_pairs(
+        pairs,
+        data_lib.make_vectorizer(source_vocabulary),
+        data_lib.make_vectorizer(target_vocabulary),
+        config,
+    )
+    model = build_training_model(config)
+    if epochs:
+        dataset = data_lib.make_dataset(tokens, config, shuffle=True).cache()
+        model.fit(dataset, epochs=epochs, verbose=0)
+    return TinyModel(config, model, source_vocabulary, target_vocabulary, tokens)
+
+
+@pytest.fixture(scope="session")
+def overfit_model(tiny_config) -> TinyModel:
+    """A tiny model trained until it knows `TINY_PAIRS` by heart."""
+    return build_tiny(tiny_config, TINY_PAIRS, epochs=120)
+
+
+def padded(ragged: tf.RaggedTensor) -> np.ndarray:
+    return ragged.to_tensor(data_lib.PAD_ID).numpy()

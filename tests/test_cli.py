@@ -1,0 +1,73 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import PROJECT_ROOT
+
+
+def run_cli(*args, stdin: str = "", env_extra=None):
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "seq2seq_keras", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        cwd=PROJECT_ROOT,
+        env=env,
+        timeout=600,
+    )
+
+
+def last_line(text: str) -> str:
+    return text.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("command", ["train", "translate", "evaluate"])
+def test_every_command_has_help(command):
+    completed = run_cli(command, "--help")
+    assert completed.returncode == 0
+    assert "--model-dir" in completed.stdout
+
+
+def test_train_help_lists_the_issue_flags():
+    text = run_cli("train", "--help").stdout
+    for flag in ("--data", "--max-pairs", "--epochs", "--units", "--embedding-dim", "--reverse"):
+        assert flag in text
+
+
+def test_translating_with_an_untrained_directory_is_one_clear_error(tmp_path):
+    completed = run_cli("translate", "--model-dir", str(tmp_path / "nothing"), "Hello.")
+    assert completed.returncode == 2
+    # TensorFlow's own start-up lines may precede it; ours is the last line, and alone.
+    assert last_line(completed.stderr).startswith("error: ")
+    assert "Traceback" not in completed.stderr
+
+
+def test_training_on_a_missing_file_is_one_clear_error(tmp_path):
+    completed = run_cli("train", "--data", str(tmp_path / "missing.tsv"), "--model-dir", str(tmp_path / "m"))
+    assert completed.returncode == 2
+    assert last_line(completed.stderr).startswith("error: ") and "--data PATH" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+@pytest.mark.slow
+def test_train_translate_evaluate_end_to_end(spa_eng_path, tmp_path):
+    model_dir = tmp_path / "model"
+    trained = run_cli(
+        "train", "--data", str(spa_eng_path), "--max-pairs", "3000", "--epochs", "2",
+        "--units", "32", "--embedding-dim", "16", "--model-dir", str(model_dir), "--verbose", "2",
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "test split: BLEU" in trained.stdout and "Thank you.  →" in trained.stdout
+    assert "malformed lines skipped: none" in trained.stderr
+    names = {path.name for path in model_dir.iterdir()}
+    assert {"model.keras", "config.json", "source_vocabulary.txt", "target_vocabulary.txt",
+            "history.csv", "training_curves.png"} <= names
+    translated = run_cli("translate", "--model-dir", str(model_dir), stdin="Thank you.\n\nHello!\n")
+    assert translated.returncode == 0, translated.stderr[-3000:]
+    assert len(translated.stdout.split("\n")) == 4  # three lines and the final newline
+    evaluated = run_cli("evaluate", "--model-dir", str(model_dir), "--data", str(spa_eng_path))
+    assert evaluated.returncode == 0 and "source words" in evaluated.stdout

@@ -1,0 +1,215 @@
+import collections
+import json
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from seq2seq_keras import data as data_lib
+from seq2seq_keras.config import Seq2SeqConfig
+
+from conftest import padded
+
+
+def standardized(*sentences: str) -> list[str]:
+    return [text.decode("utf-8") for text in data_lib.standardize(tf.constant(sentences)).numpy()]
+
+
+# --- reading files ---------------------------------------------------------------------------
+
+
+def test_malformed_lines_are_skipped_and_counted(tmp_path):
+    path = tmp_path / "pairs.tsv"
+    path.write_bytes(
+        b"Hello.\tHola.\n"
+        b"no tab on this line\n"
+        b"\tonly a target\n"
+        b"only a source\t  \n"
+        b"bad \xff\xfe bytes\tmalos\n"
+        b"\n"
+        b"Thanks.\tGracias.\tCC-BY 2.0 (France) Attribution: tatoeba.org\r\n"
+    )
+    pairs_file = data_lib.read_pairs(path)
+    assert pairs_file.pairs == [("Hello.", "Hola."), ("Thanks.", "Gracias.")]
+    assert pairs_file.skipped == collections.Counter(
+        {"no_tab": 1, "empty_side": 2, "bad_utf8": 1, "blank": 1}
+    )
+    assert pairs_file.num_skipped == 5
+
+
+def test_reverse_swaps_columns_and_max_pairs_keeps_the_first(tmp_path):
+    path = tmp_path / "pairs.txt"
+    path.write_text("a\tA\nb\tB\nc\tC\n", encoding="utf-8")
+    assert data_lib.read_pairs(path, max_pairs=2, reverse=True).pairs == [("A", "a"), ("B", "b")]
+
+
+def test_zip_member_is_found_and_about_file_ignored(tmp_path):
+    path = tmp_path / "pairs.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("spa-eng/_about.txt", "not\tpairs\n" * 50)
+        archive.writestr("spa-eng/spa.txt", "Hi.\tHola.\n")
+    assert data_lib.read_pairs(path).pairs == [("Hi.", "Hola.")]
+
+
+def test_a_file_without_pairs_is_a_clear_error(tmp_path):
+    path = tmp_path / "empty.txt"
+    path.write_text("nothing here\n", encoding="utf-8")
+    with pytest.raises(data_lib.DataError, match="no 'source<TAB>target' lines"):
+        data_lib.read_pairs(path)
+
+
+def test_missing_file_says_how_to_supply_one(tmp_path, monkeypatch):
+    monkeypatch.delenv(data_lib.DATA_ENV_VAR, raising=False)
+    with pytest.raises(data_lib.DataError, match="--data PATH or the SEQ2SEQ_DATA"):
+        data_lib.resolve_data_file(tmp_path / "missing.zip")
+
+
+def test_environment_variable_points_at_the_file(spa_eng_path, monkeypatch):
+    monkeypatch.setenv(data_lib.DATA_ENV_VAR, str(spa_eng_path))
+    assert data_lib.resolve_data_file() == spa_eng_path
+
+
+def test_download_goes_through_keras_get_file_and_caches(spa_eng_path, tmp_path, monkeypatch):
+    # The real download code, pointed at the local copy through a file:// URL (no network).
+    monkeypatch.delenv(data_lib.DATA_ENV_VAR, raising=False)
+    cache = tmp_path / "cache"
+    path = data_lib.resolve_data_file(url=spa_eng_path.resolve().as_uri(), cache_dir=cache)
+    assert path == cache / "datasets" / "spa-eng.zip"
+    assert path.stat().st_size == spa_eng_path.stat().st_size
+    assert len(data_lib.read_pairs(path).pairs) == 118964
+    # Cached: a second call with an unreachable URL still finds the file.
+    again = data_lib.resolve_data_file(url=(tmp_path / "gone.zip").as_uri(), cache_dir=cache)
+    assert again == path
+
+
+def test_failed_download_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.delenv(data_lib.DATA_ENV_VAR, raising=False)
+    with pytest.raises(data_lib.DataError, match="could not download.*--data PATH"):
+        data_lib.resolve_data_file(url=(tmp_path / "nowhere.zip").as_uri(), cache_dir=tmp_path)
+
+
+# --- the fixed split -------------------------------------------------------------------------
+
+
+def test_spa_eng_split_has_the_published_counts_and_is_grouped(spa_eng_path):
+    pairs = data_lib.read_pairs(spa_eng_path).pairs
+    splits = data_lib.split_pairs(pairs)
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (114212, 2394, 2358)
+    assert len(data_lib.references_by_source(splits.test)) == 2065
+    sources = [{s for s, _ in part} for part in (splits.train, splits.validation, splits.test)]
+    assert not (sources[0] & sources[1]) and not (sources[0] & sources[2])
+    assert not (sources[1] & sources[2])
+    again = data_lib.split_pairs(data_lib.read_pairs(spa_eng_path).pairs)
+    assert again.test == splits.test and again.validation == splits.validation
+
+
+def test_references_by_source_collects_every_translation():
+    pairs = [("Go.", "Ve."), ("Hi.", "Hola."), ("Go.", "Vete.")]
+    assert data_lib.references_by_source(pairs) == {"Go.": ["Ve.", "Vete."], "Hi.": ["Hola."]}
+
+
+# --- standardization -------------------------------------------------------------------------
+
+
+def test_standardize_keeps_spanish_and_splits_punctuation():
+    assert standardized("¿Cómo estás, Tom?", "¡ÑANDÚ!", "Él está aquí.") == [
+        "¿ cómo estás , tom ?",
+        "¡ ñandú !",
+        "él está aquí .",
+    ]
+
+
+def test_standardize_normalizes_unicode_forms_and_symbols():
+    decomposed = "come\u0301"  # "e" + combining acute accent
+    assert standardized(decomposed, "Ｆｕｌｌ ﬁne", "Don’t  go — now…", "😀") == [
+        "comé",
+        "full fine",
+        "don't go now . . .",
+        "",
+    ]
+
+
+def test_standardize_survives_vectorizer_serialization():
+    vectorizer = data_lib.make_vectorizer(["", "[UNK]", "¿", "qué", "?"])
+    # The round trip a saved model goes through: serialize to a JSON-able dict and back.
+    serialized = keras.saving.serialize_keras_object(vectorizer)
+    clone = keras.saving.deserialize_keras_object(json.loads(json.dumps(serialized)))
+    sentence = tf.constant(["¿Qué?"])
+    assert vectorizer(sentence).to_list() == clone(sentence).to_list() == [[2, 3, 4]]
+
+
+# --- vocabularies, ids and the dataset -------------------------------------------------------
+
+
+def test_vocabulary_reserves_markers_and_unknown_words_map_to_unk():
+    vocabulary = data_lib.build_vocabulary(
+        ["hola hola amigo", "hola"], 10, (data_lib.START_TOKEN, data_lib.END_TOKEN)
+    )
+    assert vocabulary[:5] == ["", "[UNK]", "[START]", "[END]", "hola"]
+    assert data_lib.make_vectorizer(vocabulary)(tf.constant(["hola zorro"])).to_list() == [[4, 1]]
+
+
+def test_vectorize_pairs_wraps_targets_and_drops_empty_and_too_long():
+    config = Seq2SeqConfig(max_source_length=4, max_target_length=5)
+    pairs = [("a b", "x y"), ("😀", "x"), ("a", "x y z w"), ("a b c d e", "x")]
+    source_vocabulary = data_lib.build_vocabulary([s for s, _ in pairs], 20)
+    target_vocabulary = data_lib.build_vocabulary(
+        [t for _, t in pairs], 20, (data_lib.START_TOKEN, data_lib.END_TOKEN)
+    )
+    tokens = data_lib.vectorize_pairs(
+        pairs,
+        data_lib.make_vectorizer(source_vocabulary),
+        data_lib.make_vectorizer(target_vocabulary),
+        config,
+    )
+    assert len(tokens) == 1
+    assert tokens.dropped == collections.Counter({"empty_after_standardize": 1, "too_long": 2})
+    target = tokens.target_ids.to_list()[0]
+    assert target[0] == data_lib.START_ID and target[-1] == data_lib.END_ID and len(target) == 4
+
+
+def test_dataset_is_teacher_forced_right_padded_and_covers_every_pair(tiny_config):
+    from conftest import TINY_PAIRS, build_tiny
+
+    tiny = build_tiny(tiny_config, TINY_PAIRS, epochs=0)
+    batches = list(data_lib.make_dataset(tiny.tokens, tiny_config, shuffle=True))
+    seen = 0
+    for (source_ids, decoder_input_ids), target_ids in batches:
+        source_ids, decoder_input_ids, target_ids = (
+            source_ids.numpy(), decoder_input_ids.numpy(), target_ids.numpy()
+        )
+        seen += len(source_ids)
+        assert (decoder_input_ids[:, 0] == data_lib.START_ID).all()
+        # Teacher forcing: the decoder input is the target shifted right by one.
+        np.testing.assert_array_equal(decoder_input_ids[:, 1:], target_ids[:, :-1])
+        # Right padding only: every row is real tokens, then nothing but padding.
+        for part in (source_ids, target_ids):
+            for row in part:
+                real = np.flatnonzero(row)
+                assert real.size and (row[: real[-1] + 1] != 0).all()
+        assert (target_ids == data_lib.END_ID).sum() == len(target_ids)
+    assert seen == len(TINY_PAIRS)
+    full_source = padded(tiny.tokens.source_ids)
+    assert full_source.shape[0] == len(TINY_PAIRS)
+
+
+def test_batches_are_grouped_by_length(spa_eng_path):
+    config = Seq2SeqConfig(batch_size=64)
+    pairs = data_lib.read_pairs(spa_eng_path, max_pairs=20000).pairs[::3]
+    source_vocabulary = data_lib.build_vocabulary([s for s, _ in pairs], 2000)
+    target_vocabulary = data_lib.build_vocabulary(
+        [t for _, t in pairs], 2000, (data_lib.START_TOKEN, data_lib.END_TOKEN)
+    )
+    tokens = data_lib.vectorize_pairs(
+        pairs,
+        data_lib.make_vectorizer(source_vocabulary),
+        data_lib.make_vectorizer(target_vocabulary),
+        config,
+    )
+    real = padding = 0
+    for (source_ids, _), target_ids in data_lib.make_dataset(tokens, config):
+        real += int(tf.math.count_nonzero(target_ids))
+        padding += int(tf.size(target_ids)) - int(tf.math.count_nonzero(target_ids))
+    assert padding / (real + padding) < 0.15
