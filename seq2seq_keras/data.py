@@ -269,6 +269,17 @@ def build_vocabulary(
     return vocabulary[:2] + list(reserved) + vocabulary[2:]
 
 
+def build_vocabularies(
+    pairs: list[tuple[str, str]], config: Seq2SeqConfig
+) -> tuple[list[str], list[str]]:
+    """Source and target vocabularies of `pairs` (the training split), sized by `config`."""
+    source_vocabulary = build_vocabulary([source for source, _ in pairs], config.source_vocab_size)
+    target_vocabulary = build_vocabulary(
+        [target for _, target in pairs], config.target_vocab_size, reserved=(START_TOKEN, END_TOKEN)
+    )
+    return source_vocabulary, target_vocabulary
+
+
 def make_vectorizer(vocabulary: list[str]) -> keras.layers.TextVectorization:
     """A `TextVectorization` with a fixed vocabulary: text → ragged token ids (unknown → 1)."""
     return keras.layers.TextVectorization(
@@ -293,8 +304,8 @@ class TokenizedPairs:
 
 def vectorize_pairs(
     pairs: list[tuple[str, str]],
-    source_vectorizer: keras.layers.TextVectorization,
-    target_vectorizer: keras.layers.TextVectorization,
+    source_vocabulary: list[str],
+    target_vocabulary: list[str],
     config: Seq2SeqConfig,
 ) -> TokenizedPairs:
     """Token ids for all pairs at once; the target is wrapped in `[START] … [END]`.
@@ -303,10 +314,8 @@ def vectorize_pairs(
     as `empty_after_standardize`; one longer than the configured maximum as `too_long`,
     because truncating it would teach the model a translation that stops mid-sentence.
     """
-    sources = tf.constant([source for source, _ in pairs])
-    targets = tf.constant([target for _, target in pairs])
-    source_ids = source_vectorizer(sources)
-    target_ids = target_vectorizer(targets)
+    source_ids = make_vectorizer(source_vocabulary)(tf.constant([source for source, _ in pairs]))
+    target_ids = make_vectorizer(target_vocabulary)(tf.constant([target for _, target in pairs]))
     source_lengths = source_ids.row_lengths()
     target_lengths = target_ids.row_lengths()
 
@@ -391,6 +400,7 @@ __all__ = [
     "Splits",
     "TokenizedPairs",
     "build_vocabulary",
+    "build_vocabularies",
     "make_dataset",
     "make_vectorizer",
     "read_pairs",

@@ -61,26 +61,17 @@ def prepare_data(config: Seq2SeqConfig, data_file: str | os.PathLike) -> Prepare
             f"the split left {len(splits.train)} training and {len(splits.validation)} validation "
             f"pairs from {len(pairs_file.pairs)}: use a larger file or a larger --max-pairs."
         )
-    source_vocabulary = data_lib.build_vocabulary(
-        [source for source, _ in splits.train], config.source_vocab_size
-    )
-    target_vocabulary = data_lib.build_vocabulary(
-        [target for _, target in splits.train],
-        config.target_vocab_size,
-        reserved=(data_lib.START_TOKEN, data_lib.END_TOKEN),
-    )
-    source_vectorizer = data_lib.make_vectorizer(source_vocabulary)
-    target_vectorizer = data_lib.make_vectorizer(target_vocabulary)
+    source_vocabulary, target_vocabulary = data_lib.build_vocabularies(splits.train, config)
     return PreparedData(
         splits=splits,
         skipped_lines=pairs_file.skipped,
         source_vocabulary=source_vocabulary,
         target_vocabulary=target_vocabulary,
         train_tokens=data_lib.vectorize_pairs(
-            splits.train, source_vectorizer, target_vectorizer, config
+            splits.train, source_vocabulary, target_vocabulary, config
         ),
         validation_tokens=data_lib.vectorize_pairs(
-            splits.validation, source_vectorizer, target_vectorizer, config
+            splits.validation, source_vocabulary, target_vocabulary, config
         ),
     )
 

@@ -85,16 +85,8 @@ class TinyModel:
 def build_tiny(config: Seq2SeqConfig, pairs, epochs: int) -> TinyModel:
     """Vocabularies, token ids and a model trained `epochs` full-batch epochs on `pairs`."""
     keras.utils.set_random_seed(config.seed)
-    source_vocabulary = data_lib.build_vocabulary([s for s, _ in pairs], config.source_vocab_size)
-    target_vocabulary = data_lib.build_vocabulary(
-        [t for _, t in pairs], config.target_vocab_size, (data_lib.START_TOKEN, data_lib.END_TOKEN)
-    )
-    tokens = data_lib.vectorize_pairs(
-        pairs,
-        data_lib.make_vectorizer(source_vocabulary),
-        data_lib.make_vectorizer(target_vocabulary),
-        config,
-    )
+    source_vocabulary, target_vocabulary = data_lib.build_vocabularies(pairs, config)
+    tokens = data_lib.vectorize_pairs(pairs, source_vocabulary, target_vocabulary, config)
     model = build_training_model(config)
     if epochs:
         dataset = data_lib.make_dataset(tokens, config, shuffle=True).cache()

@@ -152,18 +152,11 @@ def test_vocabulary_reserves_markers_and_unknown_words_map_to_unk():
 
 
 def test_vectorize_pairs_wraps_targets_and_drops_empty_and_too_long():
-    config = Seq2SeqConfig(max_source_length=4, max_target_length=5)
+    config = Seq2SeqConfig(
+        max_source_length=4, max_target_length=5, source_vocab_size=20, target_vocab_size=20
+    )
     pairs = [("a b", "x y"), ("😀", "x"), ("a", "x y z w"), ("a b c d e", "x")]
-    source_vocabulary = data_lib.build_vocabulary([s for s, _ in pairs], 20)
-    target_vocabulary = data_lib.build_vocabulary(
-        [t for _, t in pairs], 20, (data_lib.START_TOKEN, data_lib.END_TOKEN)
-    )
-    tokens = data_lib.vectorize_pairs(
-        pairs,
-        data_lib.make_vectorizer(source_vocabulary),
-        data_lib.make_vectorizer(target_vocabulary),
-        config,
-    )
+    tokens = data_lib.vectorize_pairs(pairs, *data_lib.build_vocabularies(pairs, config), config)
     assert len(tokens) == 1
     assert tokens.dropped == collections.Counter({"empty_after_standardize": 1, "too_long": 2})
     target = tokens.target_ids.to_list()[0]
@@ -196,18 +189,9 @@ def test_dataset_is_teacher_forced_right_padded_and_covers_every_pair(tiny_confi
 
 
 def test_batches_are_grouped_by_length(spa_eng_path):
-    config = Seq2SeqConfig(batch_size=64)
+    config = Seq2SeqConfig(batch_size=64, source_vocab_size=2000, target_vocab_size=2000)
     pairs = data_lib.read_pairs(spa_eng_path, max_pairs=20000).pairs[::3]
-    source_vocabulary = data_lib.build_vocabulary([s for s, _ in pairs], 2000)
-    target_vocabulary = data_lib.build_vocabulary(
-        [t for _, t in pairs], 2000, (data_lib.START_TOKEN, data_lib.END_TOKEN)
-    )
-    tokens = data_lib.vectorize_pairs(
-        pairs,
-        data_lib.make_vectorizer(source_vocabulary),
-        data_lib.make_vectorizer(target_vocabulary),
-        config,
-    )
+    tokens = data_lib.vectorize_pairs(pairs, *data_lib.build_vocabularies(pairs, config), config)
     real = padding = 0
     for (source_ids, _), target_ids in data_lib.make_dataset(tokens, config):
         real += int(tf.math.count_nonzero(target_ids))
