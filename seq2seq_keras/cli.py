@@ -1,4 +1,4 @@
-"""Command line: `python -m seq2seq_keras train | translate | evaluate`.
+"""Command line: `python -m seq2seq_keras train | translate | evaluate | export`.
 
 Intentionally thin: it parses flags, builds a `Seq2SeqConfig`, and calls the same library
 functions the notebooks call. A user's mistake (a missing file, an untrained model directory)
@@ -17,7 +17,10 @@ from pathlib import Path
 # Quiet TensorFlow's C++ start-up chatter before it is imported; a user can still override it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-DEFAULT_MODEL_DIR = "saved_models/eng_spa"
+DEFAULT_MODEL_DIR = "runs/eng_spa"
+# Root of `export`'s TF Serving layout, EXPORT_DIR/NAME/<version>/ (= export.DEFAULT_EXPORT_ROOT;
+# repeated here so that `--help` does not have to import TensorFlow).
+DEFAULT_EXPORT_DIR = "saved_models"
 SAMPLE_SENTENCES = (
     "Thank you.",
     "How are you?",
@@ -41,6 +44,17 @@ def add_data(parser: argparse.ArgumentParser) -> None:
         help="a .zip/.txt/.tsv file of 'source<TAB>target' lines (default: $SEQ2SEQ_DATA, "
         "else download spa-eng)",
     )
+
+
+def beam_width(text: str) -> int:
+    """argparse type of `--beam`: an integer >= 1 (1 is greedy decoding)."""
+    try:
+        width = int(text)
+    except ValueError:
+        width = 0
+    if width < 1:
+        raise argparse.ArgumentTypeError(f"takes an integer >= 1 (1 is greedy), not {text!r}")
+    return width
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,9 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"Adam learning rate (default: {defaults.learning_rate})")
     train.add_argument("--max-minutes", type=float, default=defaults.max_train_seconds / 60,
                        help="stop training after this many minutes (0: no limit)")
+    train.add_argument("--reverse-source", action=argparse.BooleanOptionalAction,
+                       default=defaults.reverse_source,
+                       help="the encoder reads the source backwards, as Sutskever et al. (2014) "
+                       "(default: on; --no-reverse-source reads it forwards)")
     train.add_argument("--reverse", action="store_true",
                        help="translate the second column into the first (Spanish→English)")
     train.add_argument("--logdir", help="write TensorBoard logs here")
+    train.add_argument("--precision", default=defaults.precision,
+                       choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+                       help="numeric precision; auto: bfloat16 on CPUs that have it, float16 on "
+                       "GPUs, else float32 (softmax and loss are always float32)")
+    train.add_argument("--strategy", default="default", choices=("default", "mirrored", "multiworker"),
+                       help="tf.distribute: one device (default), every local GPU (mirrored), "
+                       "or the workers named in $TF_CONFIG (multiworker)")
     train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
                        help="Keras progress: 1 bar (default), 2 one line per epoch, 0 silent")
 
@@ -85,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
         "sentence per line from standard input and writes one translation per line.",
     )
     add_model_dir(translate)
+    translate.add_argument("--beam", type=beam_width, default=1, metavar="K",
+                           help="beam search with K hypotheses (default: 1, greedy decoding)")
     translate.add_argument("sentences", nargs="*", help="sentences to translate")
 
     evaluate = commands.add_parser(
@@ -95,6 +122,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_model_dir(evaluate)
     add_data(evaluate)
+    evaluate.add_argument("--beam", type=beam_width, default=4, metavar="K",
+                          help="also score beam search with K hypotheses (default: 4; 1 scores "
+                          "greedy decoding only)")
+
+    export = commands.add_parser(
+        "export",
+        help="write a string-in/string-out SavedModel for TensorFlow Serving",
+        description="Export a trained model as a SavedModel that takes sentences and returns "
+        "translations, to EXPORT_DIR/NAME/<next version>/ (TensorFlow Serving's layout).",
+    )
+    add_model_dir(export)
+    export.add_argument("--name", required=True,
+                        help="the served model's name: the directory under --export-dir, "
+                        "e.g. translator (not the name of a training model directory there)")
+    export.add_argument("--export-dir", default=DEFAULT_EXPORT_DIR,
+                        help=f"root of the exported models (default: {DEFAULT_EXPORT_DIR})")
     return parser
 
 
@@ -116,6 +159,8 @@ def config_from_args(args: argparse.Namespace):
         learning_rate=args.learning_rate,
         max_train_seconds=args.max_minutes * 60,
         reverse=args.reverse,
+        reverse_source=args.reverse_source,
+        precision=args.precision,
     )
 
 
@@ -125,9 +170,10 @@ def run_train(args: argparse.Namespace) -> None:
     from seq2seq_keras.train import train
 
     config = config_from_args(args)
-    result = train(config, args.model_dir, data=args.data, logdir=args.logdir, verbose=args.verbose)
+    result = train(config, args.model_dir, data=args.data, logdir=args.logdir, verbose=args.verbose,
+                   strategy=args.strategy)
     print(f"trained in {result.seconds / 60:.1f} min, {len(result.history.get('loss', []))} "
-          f"epochs; model written to {result.model_dir}")
+          f"epochs (stopped by: {result.stop_reason}); model written to {result.model_dir}")
     trained = result.trained
     translator = Translator(
         trained.config, trained.training_model, trained.source_vocabulary, trained.target_vocabulary
@@ -138,26 +184,30 @@ def run_train(args: argparse.Namespace) -> None:
             print(f"{sentence}  →  {translation}")
 
 
-def report_test_scores(translator, references: dict[str, list[str]]) -> None:
+def report_test_scores(translator, references: dict[str, list[str]], label: str = "") -> None:
     from seq2seq_keras.evaluate import evaluate_translator, format_length_table, format_scores
 
     scores, buckets, _ = evaluate_translator(translator.translate, references)
-    print(f"test split: {format_scores(scores)}")
+    print(f"test split{label}: {format_scores(scores)}")
     print(format_length_table(buckets))
 
 
-def load_translator(model_dir: str):
+def load_translator(model_dir: str, beam_width: int = 1):
     from seq2seq_keras.decode import Translator
     from seq2seq_keras.model_dir import load_trained_model
 
     trained = load_trained_model(model_dir)
     return Translator(
-        trained.config, trained.training_model, trained.source_vocabulary, trained.target_vocabulary
+        trained.config,
+        trained.training_model,
+        trained.source_vocabulary,
+        trained.target_vocabulary,
+        beam_width=beam_width,
     )
 
 
 def run_translate(args: argparse.Namespace) -> None:
-    translator = load_translator(args.model_dir)
+    translator = load_translator(args.model_dir, beam_width=args.beam)
     sentences = args.sentences or [line.rstrip("\r\n") for line in sys.stdin]
     for translation in translator.translate(sentences):
         print(translation)
@@ -171,23 +221,44 @@ def run_evaluate(args: argparse.Namespace) -> None:
     pairs = data_lib.read_pairs(
         data_lib.resolve_data_file(args.data), max_pairs=config.max_pairs, reverse=config.reverse
     ).pairs
-    report_test_scores(translator, data_lib.references_by_source(data_lib.split_pairs(pairs).test))
+    references = data_lib.references_by_source(data_lib.split_pairs(pairs).test)
+    report_test_scores(translator, references, label=" (greedy)")
+    if args.beam > 1:
+        translator.beam_width = args.beam  # same compiled decoder, beam search instead
+        report_test_scores(translator, references, label=f" (beam {args.beam})")
 
 
-COMMANDS = {"train": run_train, "translate": run_translate, "evaluate": run_evaluate}
+def run_export(args: argparse.Namespace) -> None:
+    from seq2seq_keras.export import check_name, export_saved_model
+    from seq2seq_keras.model_dir import load_trained_model
+
+    check_name(args.name)  # before the seconds spent loading the model
+    version_dir = export_saved_model(load_trained_model(args.model_dir), args.name, args.export_dir)
+    print(f"exported to {version_dir} (signatures: serving_default, beam_search)")
+
+
+COMMANDS = {
+    "train": run_train,
+    "translate": run_translate,
+    "evaluate": run_evaluate,
+    "export": run_export,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; return the process exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # TensorFlow's own INFO lines (one per traced all-reduce under --strategy) are not ours.
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
     from seq2seq_keras.data import DataError
+    from seq2seq_keras.export import ExportError
     from seq2seq_keras.model_dir import ModelDirError
     from seq2seq_keras.train import TrainingError
 
     try:
         COMMANDS[args.command](args)
-    except (DataError, ModelDirError, TrainingError, TypeError) as error:
+    except (DataError, ExportError, ModelDirError, TrainingError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

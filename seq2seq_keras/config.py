@@ -44,6 +44,11 @@ class Seq2SeqConfig:
     embedding_dim: int = 256
     # Size of the LSTM states h and c: the size of the context vector.
     units: int = 512
+    # Read the source backwards (Sutskever et al., 2014): the first source words are then the
+    # last the encoder saw, right before the decoder starts writing the first target words.
+    # It shortens the path between the words that are translated first, and helps an encoder
+    # without attention. Only the encoder's reading order changes; the graph stays the same.
+    reverse_source: bool = True
     # Dropout on the LSTM inputs (0 disables it).
     dropout: float = 0.0
 
@@ -60,9 +65,21 @@ class Seq2SeqConfig:
     max_train_seconds: float = 1800.0
     # Seed for shuffling and weight initialisation: the same seed gives the same run.
     seed: int = 1234
+    # Save a resumable checkpoint this often during an epoch (and at every epoch's end; 0: only
+    # there), so a killed run loses at most this much work. A checkpoint costs about a second.
+    checkpoint_seconds: float = 300.0
+
+    # --- Speed (docs/training.md has the measurements behind these defaults) -------------
+    # "auto": mixed bfloat16 on a CPU with native bfloat16 dot products, mixed float16 on a
+    # GPU, else float32; or name one of "float32", "mixed_bfloat16", "mixed_float16". The
+    # softmax and the loss are float32 in every case. A trained model records the one used.
+    precision: str = "auto"
+    # XLA compilation of the training step, as in `model.compile(jit_compile=...)`: "auto" is
+    # Keras' choice (on with a GPU, off on a CPU, where XLA recompiles for every batch shape).
+    jit_compile: bool | str = "auto"
 
     # --- Decoding ----------------------------------------------------------------------
-    # Longest translation generated, in tokens (without [START]/[END]).
+    # Longest translation generated, in tokens, counting the final [END].
     max_decode_length: int = 64
 
     def to_json(self) -> str:

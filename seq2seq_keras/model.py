@@ -43,7 +43,11 @@ def build_training_model(config: Seq2SeqConfig) -> keras.Model:
     )
     # We discard the encoder's per-step outputs and keep only its final states (h_T, c_T).
     encoder_lstm = keras.layers.LSTM(
-        config.units, return_state=True, dropout=config.dropout, name=ENCODER_LSTM
+        config.units,
+        return_state=True,
+        go_backwards=config.reverse_source,
+        dropout=config.dropout,
+        name=ENCODER_LSTM,
     )
     decoder_embedding = keras.layers.Embedding(
         config.target_vocab_size, config.embedding_dim, mask_zero=True, name=DECODER_EMBEDDING
@@ -55,11 +59,9 @@ def build_training_model(config: Seq2SeqConfig) -> keras.Model:
         dropout=config.dropout,
         name=DECODER_LSTM,
     )
-    # The softmax runs in float32 even under mixed precision: it is where small
-    # probabilities would underflow.
-    decoder_dense = keras.layers.Dense(
-        config.target_vocab_size, activation="softmax", dtype="float32", name=DECODER_DENSE
-    )
+    # Under mixed precision its matmul (two thirds of the model's FLOPs) runs in bfloat16 or
+    # float16 and its softmax in float32, where small probabilities would underflow.
+    decoder_dense = SoftmaxDense(config.target_vocab_size, name=DECODER_DENSE)
 
     # === Functional Model ===
     source_ids = keras.Input(shape=(None,), dtype="int64", name=SOURCE_INPUT)
@@ -75,6 +77,25 @@ def build_training_model(config: Seq2SeqConfig) -> keras.Model:
     model = keras.Model([source_ids, decoder_input_ids], probabilities, name="seq2seq_lstm")
     compile_model(model, config)
     return model
+
+
+@keras.saving.register_keras_serializable(package="seq2seq_keras")
+class SoftmaxDense(keras.layers.Dense):
+    """A `Dense` layer followed by a softmax that always runs in float32.
+
+    Mixed precision's rule (TensorFlow's guide: "the last layer's softmax in float32"): the
+    matmul computes in the layer's compute dtype (bfloat16 on a CPU, float16 on a GPU, float32
+    otherwise), the logits are cast to float32, and the softmax and the loss are float32. It is
+    one layer, so decoders that call `decoder_dense` by name still get probabilities.
+    """
+
+    def call(self, inputs):
+        logits = super().call(inputs)  # (..., vocab) in the compute dtype
+        return ops.softmax(ops.cast(logits, "float32"), axis=-1)
+
+    def compute_output_spec(self, inputs):
+        spec = super().compute_output_spec(inputs)
+        return keras.KerasTensor(spec.shape, dtype="float32")
 
 
 def compile_model(model: keras.Model, config: Seq2SeqConfig) -> None:

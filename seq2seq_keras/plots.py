@@ -41,3 +41,87 @@ def plot_training_curves(history: dict[str, list[float]], path: str | Path, titl
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return Path(path)
+
+
+
+def top_tokens(probabilities, vocabulary: list[str], top_k: int = 10) -> list[tuple[str, float]]:
+    """The `top_k` most probable tokens of one decoder step, as `(token, probability)` pairs.
+
+    Ties keep vocabulary order; the padding token "" is labelled "(padding)" so it stays visible.
+
+    Args:
+      probabilities: `(target_vocab_size,)` probabilities of one step (any array-like).
+      vocabulary: the target vocabulary, so that ids can be labelled with their tokens.
+      top_k: how many tokens to return, most probable first.
+    """
+    values = [float(value) for value in probabilities]
+    if len(values) != len(vocabulary):
+        raise ValueError(
+            f"{len(values)} probabilities but {len(vocabulary)} vocabulary tokens: pass the "
+            "probabilities of a single step, shaped (target_vocab_size,)."
+        )
+    ranked = sorted(range(len(values)), key=lambda token_id: -values[token_id])[:top_k]
+    return [(str(vocabulary[token_id]) or "(padding)", values[token_id]) for token_id in ranked]
+
+
+def plot_next_token_probabilities(
+    probabilities, vocabulary: list[str], path: str | Path, top_k: int = 10, title: str = ""
+) -> Path:
+    """Draw the `top_k` most probable next tokens of one decoder step as horizontal bars.
+
+    What the decoder's softmax says at one step: after training, the first step of "Thank you."
+    puts most of the probability on "gracias"; before training it is spread almost evenly.
+
+    Args:
+      probabilities, vocabulary, top_k: as for `top_tokens`.
+      path: the PNG to write.
+    Returns:
+      `path`, as a `Path`.
+    """
+    ranked = top_tokens(probabilities, vocabulary, top_k)
+    figure, axis = plt.subplots(figsize=(6, 0.35 * len(ranked) + 1.2))
+    axis.barh(range(len(ranked)), [probability for _, probability in ranked])
+    axis.set_yticks(range(len(ranked)), [token for token, _ in ranked])
+    axis.invert_yaxis()  # most probable on top
+    axis.set_xlim(0, 1)
+    axis.set_xlabel("probability")
+    axis.grid(axis="x", alpha=0.3)
+    if title:
+        axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)
+
+
+def plot_bleu_by_length(buckets_by_label: dict, path: str | Path, title: str = "") -> Path:
+    """Draw BLEU per source-length bucket, one group of bars per bucket and one bar per label.
+
+    Args:
+      buckets_by_label: e.g. `{"greedy": buckets, "beam 4": beam_buckets}`, each a list of
+        `evaluate.LengthBucket` from `evaluate.bleu_by_length` over the same sources.
+      path: the PNG to write.
+    Returns:
+      `path`, as a `Path`. The first series' bars are labelled with their sentence counts.
+    """
+    series = list(buckets_by_label.items())
+    spans = [f"{bucket.min_words}-{bucket.max_words}" for bucket in series[0][1]]
+    width = 0.8 / len(series)
+    figure, axis = plt.subplots(figsize=(8, 4))
+    for index, (label, buckets) in enumerate(series):
+        positions = [slot + (index - (len(series) - 1) / 2) * width for slot in range(len(spans))]
+        bars = axis.bar(positions, [bucket.bleu for bucket in buckets], width, label=label)
+        if index == 0:
+            counts = [f"n={bucket.num_sentences}" for bucket in buckets]
+            axis.bar_label(bars, counts, fontsize=7, padding=2)
+    axis.set_xticks(range(len(spans)), spans)
+    axis.set_xlabel("source length (words)")
+    axis.set_ylabel("BLEU")
+    axis.grid(axis="y", alpha=0.3)
+    axis.legend()
+    if title:
+        axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)

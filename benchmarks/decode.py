@@ -1,0 +1,255 @@
+"""Decoding speed on the test split: the classic per-token loop against the compiled searches.
+
+    python benchmarks/decode.py --model-dir runs/eng_spa [--data spa-eng.zip]
+
+Rows, all on the same test sentences and the same machine, in one run:
+
+1. classic: the keras-io way, one sentence at a time, `predict` once per token (the baseline;
+   on a fixed subset, it is slow);
+2. stepwise: `decode.greedy_decode_stepwise`, a Python loop with one model call per token, at
+   batch 1 (same subset) and batch 64;
+3. graph greedy at batch 1 and 64, graph beam 4 at batch 64 (`search.GraphDecoder`);
+4. the exported SavedModel, reloaded, strings in and out, greedy and beam 4 at batch 64;
+
+then the latency of a one-sentence SavedModel call (p50/p95), and the greedy decoder's achieved
+GFLOP/s next to a 2048x2048 float32 matmul's measured in the same run. Every decoder's tokens on
+the subset are checked against the classic loop's. Ratios are against the classic row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from seq2seq_keras import data as data_lib  # noqa: E402
+from seq2seq_keras import evaluate, export, search  # noqa: E402
+from seq2seq_keras.data import END_ID, PAD_ID, START_ID  # noqa: E402
+from seq2seq_keras.decode import (  # noqa: E402
+    build_inference_models,
+    detokenize,
+    greedy_decode_stepwise,
+)
+from seq2seq_keras.model_dir import load_trained_model  # noqa: E402
+
+MATMUL_SIZE = 2048
+GOAL_SPEEDUP = 100.0  # batched greedy vs the classic loop, sentences/s
+GOAL_P50_MS = 20.0  # one-sentence SavedModel call
+
+
+def classic_decode(models, source_ids: np.ndarray, max_length: int) -> np.ndarray:
+    """The tutorial decoder: one sentence at a time, one `predict` call per token."""
+    rows = []
+    for sentence in source_ids:
+        state_h, state_c = models.encoder.predict(sentence[None, :], verbose=0)
+        token, row = START_ID, []
+        for _ in range(max_length):
+            probabilities, state_h, state_c = models.decoder_step.predict(
+                [np.array([[token]]), state_h, state_c], verbose=0
+            )
+            token = int(np.argmax(probabilities[0, -1]))
+            row.append(token)
+            if token == END_ID:
+                break
+        rows.append(row)
+    width = max((len(row) for row in rows), default=0)
+    return np.array([row + [PAD_ID] * (width - len(row)) for row in rows], np.int64)
+
+
+def batches(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def timed(function, repeats: int = 1) -> tuple[float, object]:
+    """The best wall time of `repeats` calls (after one warm-up call), and the last result."""
+    result = function()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = function()
+        best = min(best, time.perf_counter() - started)
+    return best, result
+
+
+def matmul_gflops() -> float:
+    """Achieved GFLOP/s of a MATMUL_SIZE² float32 matmul (2·n³ FLOPs), best of 10."""
+    a = tf.random.normal([MATMUL_SIZE, MATMUL_SIZE])
+    b = tf.random.normal([MATMUL_SIZE, MATMUL_SIZE])
+    matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+    seconds, _ = timed(lambda: matmul().numpy(), repeats=10)
+    return 2 * MATMUL_SIZE**3 / seconds / 1e9
+
+
+def trim(ids: np.ndarray) -> list[tuple[int, ...]]:
+    """Rows up to and including their first [END], for comparing decoders of different widths."""
+    rows = []
+    for row in ids:
+        ends = np.flatnonzero(row == END_ID)
+        rows.append(tuple(row[: ends[0] + 1] if ends.size else row[row != PAD_ID]))
+    return rows
+
+
+def pad_rows(rows: list[list[int]]) -> np.ndarray:
+    """`(len(rows), longest)` int64 ids, right-padded."""
+    width = max(len(row) for row in rows)
+    return np.array([row + [PAD_ID] * (width - len(row)) for row in rows], np.int64)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model-dir", default="runs/eng_spa")
+    parser.add_argument("--data", help="pairs file (default: $SEQ2SEQ_DATA or the download)")
+    parser.add_argument("--classic-sentences", type=int, default=20,
+                        help="subset size for the slow classic and batch-1 stepwise rows")
+    parser.add_argument("--batch-one-sentences", type=int, default=500,
+                        help="sentences for the graph batch-1 row (0: the whole test split)")
+    parser.add_argument("--latency-calls", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+
+    # 1. Model, test split, ids.
+    trained = load_trained_model(args.model_dir)
+    config = trained.config
+    pairs = data_lib.read_pairs(
+        data_lib.resolve_data_file(args.data), max_pairs=config.max_pairs, reverse=config.reverse
+    ).pairs
+    references = data_lib.references_by_source(data_lib.split_pairs(pairs).test)
+    vectorizer = data_lib.make_vectorizer(trained.source_vocabulary)
+    ragged = vectorizer(tf.constant(list(references)))[:, : config.max_source_length]
+    sources, id_rows = [], []
+    for source, row in zip(references, ragged.to_list()):
+        if row:  # a source of only symbols has no ids; its translation is "" without decoding
+            sources.append(source)
+            id_rows.append(row)
+    all_ids = [pad_rows(batch) for batch in batches(id_rows, args.batch_size)]
+    num_sentences = len(sources)
+    subset = id_rows[: args.classic_sentences]
+    max_length = config.max_decode_length
+    models = build_inference_models(trained.training_model)
+    decoder = search.GraphDecoder(trained.training_model, max_length)
+    print(f"model {args.model_dir}: units {config.units}, embedding {config.embedding_dim}, "
+          f"vocab {config.source_vocab_size}/{config.target_vocab_size}; "
+          f"{num_sentences} test sentences; {os.cpu_count()} CPUs; TF {tf.__version__}")
+
+    rows = []  # (name, batch, sentences, seconds)
+
+    def decode_all(decode_batch):
+        return [decode_batch(ids) for ids in all_ids]
+
+    # 2. The classic loop and the stepwise decoder on the subset, one sentence per call.
+    subset_ids = [pad_rows([row]) for row in subset]
+    started = time.perf_counter()
+    classic = [classic_decode(models, ids, max_length) for ids in subset_ids]
+    rows.append(("classic (predict per token)", 1, len(subset), time.perf_counter() - started))
+    reference = [row for ids in classic for row in trim(ids)]
+    seconds, stepwise_one = timed(
+        lambda: [greedy_decode_stepwise(models, ids, max_length) for ids in subset_ids]
+    )
+    rows.append(("stepwise (model call per token)", 1, len(subset), seconds))
+    graph_one_subset = [decoder.greedy(ids).token_ids.numpy() for ids in subset_ids]
+    agreement = {
+        "stepwise batch 1": [r for ids in stepwise_one for r in trim(ids)] == reference,
+        "graph batch 1": [r for ids in graph_one_subset for r in trim(ids)] == reference,
+    }
+
+    # 3. Batched stepwise and the graph searches on the whole test split.
+    seconds, stepwise = timed(
+        lambda: decode_all(lambda ids: greedy_decode_stepwise(models, ids, max_length))
+    )
+    rows.append(("stepwise (model call per token)", args.batch_size, num_sentences, seconds))
+    seconds, greedy = timed(lambda: decode_all(lambda ids: decoder.greedy(ids)))
+    rows.append(("graph greedy", args.batch_size, num_sentences, seconds))
+    greedy_seconds, greedy_rate = seconds, num_sentences / seconds
+    batch_one = id_rows[: args.batch_one_sentences or None]
+    one_ids = [pad_rows([row]) for row in batch_one]
+    seconds, _ = timed(lambda: [decoder.greedy(ids) for ids in one_ids])
+    rows.append(("graph greedy", 1, len(one_ids), seconds))
+    beam_width = tf.constant(4)
+    alpha = tf.constant(search.DEFAULT_LENGTH_ALPHA)
+    seconds, beam = timed(lambda: decode_all(lambda ids: decoder.beam(ids, beam_width, alpha)))
+    rows.append(("graph beam 4", args.batch_size, num_sentences, seconds))
+    greedy_tokens = [r for result in greedy for r in trim(result.token_ids.numpy())]
+    stepwise_tokens = [r for ids in stepwise for r in trim(ids)]
+    agreement["graph batch 64 vs stepwise batch 64"] = greedy_tokens == stepwise_tokens
+    # Across batch sizes float sums may round differently, so this one is informative only.
+    same_across_batch_sizes = greedy_tokens[: len(reference)] == reference
+
+    # 4. The exported SavedModel, reloaded: strings in, strings out.
+    with tempfile.TemporaryDirectory() as export_root:
+        version_dir = export.export_saved_model(trained, "benchmark", export_root)
+        served = tf.saved_model.load(str(version_dir))
+        serve = served.signatures[export.SERVING_SIGNATURE]
+        serve_beam = served.signatures[export.BEAM_SIGNATURE]
+        text_batches = [tf.constant(batch) for batch in batches(sources, args.batch_size)]
+        seconds, served_greedy = timed(lambda: [serve(sentences=b) for b in text_batches])
+        rows.append(("SavedModel greedy (strings)", args.batch_size, num_sentences, seconds))
+        seconds, served_beam = timed(
+            lambda: [serve_beam(sentences=b, beam_width=beam_width) for b in text_batches]
+        )
+        rows.append(("SavedModel beam 4 (strings)", args.batch_size, num_sentences, seconds))
+        latencies = []
+        for sentence in (sources * (1 + args.latency_calls // len(sources)))[: args.latency_calls]:
+            one = tf.constant([sentence])
+            started = time.perf_counter()
+            serve(sentences=one)["translations"].numpy()
+            latencies.append((time.perf_counter() - started) * 1000)
+    graph_texts = [
+        text.decode("utf-8")
+        for result in greedy
+        for text in detokenize(result.token_ids, tf.constant(trained.target_vocabulary)).numpy()
+    ]
+    served_texts = [t.decode("utf-8") for out in served_greedy for t in out["translations"].numpy()]
+    agreement["SavedModel vs graph greedy (text)"] = served_texts == graph_texts
+
+    # 5. FLOPs the greedy batches executed (every row runs until its batch's longest is done).
+    units, embedding = config.units, config.embedding_dim
+    lstm_step = 2 * 4 * units * (embedding + units)
+    decoder_step = lstm_step + 2 * units * config.target_vocab_size
+    flops = sum(
+        ids.shape[0] * (ids.shape[1] * lstm_step + result.token_ids.shape[1] * decoder_step)
+        for ids, result in zip(all_ids, greedy)
+    )
+    decoder_gflops = flops / greedy_seconds / 1e9
+    baseline_gflops = matmul_gflops()
+
+    # 6. Report.
+    classic_rate = rows[0][2] / rows[0][3]
+    print(f"\n{'decoder':<34}{'batch':>6}{'sentences':>10}{'seconds':>9}{'sent/s':>10}"
+          f"{'x classic':>11}")
+    for name, batch, count, seconds in rows:
+        rate = count / seconds
+        print(f"{name:<34}{batch:>6}{count:>10}{seconds:>9.2f}{rate:>10.1f}"
+              f"{rate / classic_rate:>11.1f}")
+    p50, p95 = np.percentile(latencies, [50, 95])
+    print(f"\nSavedModel, one sentence per call ({len(latencies)} calls): "
+          f"p50 {p50:.1f} ms, p95 {p95:.1f} ms")
+    print(f"greedy decoder at batch {args.batch_size}: {decoder_gflops:.1f} GFLOP/s executed; "
+          f"{MATMUL_SIZE}² float32 matmul: {baseline_gflops:.1f} GFLOP/s "
+          f"(ratio {decoder_gflops / baseline_gflops:.2f})")
+    greedy_bleu = evaluate.corpus_scores(graph_texts, [references[s] for s in sources]).bleu
+    beam_texts = [t.decode("utf-8") for out in served_beam for t in out["translations"].numpy()]
+    beam_bleu = evaluate.corpus_scores(beam_texts, [references[s] for s in sources]).bleu
+    print(f"test BLEU: greedy {greedy_bleu:.2f}, beam 4 {beam_bleu:.2f}")
+    for check, same in agreement.items():
+        print(f"same tokens/text, {check}: {'yes' if same else 'NO'}")
+    print(f"same tokens, graph batch 64 vs classic batch 1 on the subset: "
+          f"{'yes' if same_across_batch_sizes else 'no (rounding differs across batch sizes)'}")
+    speedup = greedy_rate / classic_rate
+    print(f"\ngoal batched greedy >= {GOAL_SPEEDUP:.0f}x classic: {speedup:.0f}x "
+          f"{'met' if speedup >= GOAL_SPEEDUP else 'NOT met'}; goal p50 <= {GOAL_P50_MS:.0f} ms: "
+          f"{p50:.1f} ms {'met' if p50 <= GOAL_P50_MS else 'NOT met'}")
+    return 0 if all(agreement.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

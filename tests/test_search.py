@@ -1,0 +1,317 @@
+"""Searches: fake steps with fixed scores and exact outputs, then the trained tiny models.
+
+The fake decoders are Markov tables: the next token's probabilities depend only on the previous
+token, and the state says which table a sentence uses, so one batch can mix several cases.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from seq2seq_keras import data as data_lib
+from seq2seq_keras import search
+from seq2seq_keras.decode import Translator, build_inference_models, greedy_decode_stepwise
+
+from conftest import TINY_PAIRS, build_tiny, padded
+
+PAD, UNK, START, END = data_lib.PAD_ID, data_lib.UNK_ID, data_lib.START_ID, data_lib.END_ID
+# Fake target vocabulary: the four special tokens, then seven words.
+A, B, C, D, E, F, G = range(4, 11)
+VOCAB_SIZE = 11
+
+
+def markov_table(rows: dict[int, dict[int, float]], default: dict[int, float]) -> np.ndarray:
+    """`(vocab, vocab)` log-probabilities: row = previous token; unspecified mass spread evenly."""
+    table = np.zeros((VOCAB_SIZE, VOCAB_SIZE))
+    for previous in range(VOCAB_SIZE):
+        given = rows.get(previous, default)
+        rest = [token for token in range(VOCAB_SIZE) if token not in given]
+        spare = 1.0 - sum(given.values())
+        for token in rest:
+            table[previous, token] = spare / len(rest) if spare > 1e-12 else 0.0
+        for token, probability in given.items():
+            table[previous, token] = probability
+    assert np.allclose(table.sum(axis=1), 1.0)
+    with np.errstate(divide="ignore"):
+        return np.log(table).astype(np.float32)
+
+
+# Beam search finds a better translation than greedy: greedy takes A (0.5), then its best is
+# [END] (0.3): P = 0.15. B (0.4) then [END] (0.9) has P = 0.36.
+BEAM_WINS = markov_table({START: {A: 0.5, B: 0.4}, A: {END: 0.3}, B: {END: 0.9}}, {END: 0.3})
+# Plain 2-beam search prunes the greedy path A, C, [END] (P = 0.4 * 0.34 = 0.136): after two
+# steps B D and B E (0.19 each) beat A C; every continuation of B then decays by <= 0.35/step.
+GREEDY_PRUNED = markov_table(
+    {START: {A: 0.40, B: 0.38}, A: {C: 0.34, F: 0.33, END: 0.33}, C: {END: 1.0},
+     B: {D: 0.5, E: 0.5}},
+    {END: 0.3, G: 0.35},
+)
+# Length normalization decides: [END] at once (P = 0.4) against A [END] (P = 0.38 * 0.99).
+SHORT_OR_LONG = markov_table({START: {END: 0.4, A: 0.38}, A: {END: 0.99}}, {END: 0.5})
+# Never ends: only the maximum length stops it.
+NO_END = markov_table({}, {A: 1.0})
+# One-hot: A, B, C, [END] with certainty.
+ONE_HOT = markov_table({START: {A: 1.0}, A: {B: 1.0}, B: {C: 1.0}, C: {END: 1.0}}, {END: 1.0})
+
+
+def table_step(*tables: np.ndarray):
+    """A fake decoder step over Markov tables; the state holds each sentence's table index."""
+    stacked = tf.constant(np.stack(tables))  # (num_tables, vocab, vocab)
+
+    def step(token_ids, state):
+        return tf.gather_nd(stacked, tf.stack([state, tf.cast(token_ids, tf.int32)], 1)), state
+
+    return step
+
+
+def run(search_fn, *tables, **kwargs):
+    """Run `search_fn` with one sentence per table; returns numpy token ids, log-probs, lengths."""
+    state = tf.range(len(tables), dtype=tf.int32)
+    result = search_fn(table_step(*tables), state, len(tables), **kwargs)
+    return tuple(np.asarray(value) for value in result)
+
+
+def log(*probabilities):
+    return np.float32(np.sum(np.log(probabilities)))
+
+
+# --- Fake steps: exact outputs -------------------------------------------------------------
+
+
+def test_greedy_search_takes_the_best_token_and_pads_finished_rows():
+    ids, log_probs, lengths = run(search.greedy_search, BEAM_WINS, ONE_HOT, max_length=8)
+    np.testing.assert_array_equal(ids, [[A, END, PAD, PAD], [A, B, C, END]])
+    np.testing.assert_array_equal(lengths, [2, 4])
+    np.testing.assert_allclose(log_probs, [log(0.5, 0.3), 0.0], atol=1e-6)
+
+
+def test_greedy_search_stops_at_the_maximum_length():
+    ids, _, lengths = run(search.greedy_search, NO_END, ONE_HOT, max_length=3)
+    np.testing.assert_array_equal(ids, [[A, A, A], [A, B, C]])
+    np.testing.assert_array_equal(lengths, [3, 3])
+
+
+def test_beam_search_finds_the_more_probable_translation():
+    ids, log_probs, lengths = run(
+        search.beam_search, BEAM_WINS, ONE_HOT, max_length=8, beam_width=2, alpha=0.0
+    )
+    np.testing.assert_array_equal(ids, [[B, END, PAD, PAD], [A, B, C, END]])
+    np.testing.assert_allclose(log_probs, [log(0.4, 0.9), 0.0], atol=1e-6)
+    np.testing.assert_array_equal(lengths, [2, 4])
+
+
+def test_beam_width_one_without_length_penalty_is_greedy():
+    for tables in [(BEAM_WINS, ONE_HOT), (GREEDY_PRUNED, SHORT_OR_LONG), (NO_END, BEAM_WINS)]:
+        greedy = run(search.greedy_search, *tables, max_length=5)
+        beam = run(search.beam_search, *tables, max_length=5, beam_width=1, alpha=0.0,
+                   include_greedy=False)
+        for greedy_part, beam_part in zip(greedy, beam):
+            np.testing.assert_array_equal(greedy_part, beam_part)
+
+
+def test_seeding_with_greedy_keeps_beam_at_least_as_good_as_greedy():
+    plain = run(search.beam_search, GREEDY_PRUNED, max_length=6, beam_width=2, alpha=0.0,
+                include_greedy=False)
+    # Plain beam search lost the greedy path and ends with a worse translation …
+    assert plain[1][0] < log(0.4, 0.34, 1.0) - 0.5
+    assert plain[0][0][0] == B
+    # … seeded with greedy's translation, beam search keeps it.
+    ids, log_probs, lengths = run(search.beam_search, GREEDY_PRUNED, max_length=6, beam_width=2,
+                                  alpha=0.0)
+    np.testing.assert_array_equal(ids, [[A, C, END]])
+    np.testing.assert_allclose(log_probs, [log(0.4, 0.34, 1.0)], atol=1e-6)
+
+
+def test_length_normalization_alpha_decides_between_short_and_long():
+    short, _, _ = run(search.beam_search, SHORT_OR_LONG, max_length=5, beam_width=2, alpha=0.0)
+    long, _, _ = run(search.beam_search, SHORT_OR_LONG, max_length=5, beam_width=2, alpha=1.0)
+    np.testing.assert_array_equal(short, [[END]])
+    np.testing.assert_array_equal(long, [[A, END]])
+    # The penalty itself: GNMT's ((5 + length) / 6) ** alpha.
+    np.testing.assert_allclose(search.length_penalty(tf.constant([1, 7]), 1.0), [1.0, 2.0])
+
+
+def test_beam_search_without_end_stops_at_the_maximum_length():
+    ids, _, lengths = run(search.beam_search, NO_END, max_length=4, beam_width=3)
+    np.testing.assert_array_equal(ids, [[A, A, A, A]])
+    np.testing.assert_array_equal(lengths, [4])
+
+
+def test_beam_width_below_one_and_negative_alpha_are_errors():
+    with pytest.raises(ValueError, match="beam_width must be at least 1"):
+        run(search.beam_search, ONE_HOT, max_length=4, beam_width=0)
+    with pytest.raises(ValueError, match="alpha must be >= 0"):
+        run(search.beam_search, ONE_HOT, max_length=4, alpha=-0.5)
+
+
+def test_beam_helpers_reshape_and_gather():
+    tensor = tf.reshape(tf.range(12), [2, 3, 2])  # (batch 2, beam 3, 2)
+    flat = search.flatten_beam_dim(tensor)
+    assert flat.shape == (6, 2)
+    np.testing.assert_array_equal(search.unflatten_beam_dim(flat, 2), tensor)
+    np.testing.assert_array_equal(
+        search.gather_beams(tensor, tf.constant([[2, 0], [1, 1]])),
+        [[[4, 5], [0, 1]], [[8, 9], [8, 9]]],
+    )
+    np.testing.assert_array_equal(search.expand_to_beams(tf.constant([[1], [2]]), 2),
+                                  [[1], [1], [2], [2]])
+
+
+def test_sampling_one_hot_scores_gives_the_only_possible_tokens():
+    for seed in (0, 1, 99):
+        ids, log_probs, _ = run(search.sample_search, ONE_HOT, ONE_HOT, max_length=6, seed=seed)
+        np.testing.assert_array_equal(ids, [[A, B, C, END]] * 2)
+        np.testing.assert_array_equal(log_probs, [0.0, 0.0])
+
+
+def test_sampling_is_reproducible_by_seed_and_reports_model_log_probs():
+    uniform = markov_table({}, {})
+    tables = [uniform] * 4
+    first = run(search.sample_search, *tables, max_length=8, seed=3, temperature=1.0)
+    again = run(search.sample_search, *tables, max_length=8, seed=3, temperature=1.0)
+    other = run(search.sample_search, *tables, max_length=8, seed=4, temperature=1.0)
+    np.testing.assert_array_equal(first[0], again[0])
+    assert not np.array_equal(first[0], other[0])
+    # Every drawn token of a uniform table has log-probability log(1/11).
+    np.testing.assert_allclose(first[1], first[2] * np.log(1 / VOCAB_SIZE), rtol=1e-5)
+
+
+def test_low_temperature_sampling_is_greedy_and_zero_temperature_is_an_error():
+    cold = run(search.sample_search, BEAM_WINS, GREEDY_PRUNED, max_length=6, temperature=1e-3)
+    greedy = run(search.greedy_search, BEAM_WINS, GREEDY_PRUNED, max_length=6)
+    np.testing.assert_array_equal(cold[0], greedy[0])
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        run(search.sample_search, BEAM_WINS, max_length=6, temperature=0.0)
+
+
+def test_searches_accept_an_empty_batch():
+    for search_fn in (search.greedy_search, search.beam_search, search.sample_search):
+        no_sentences = tf.zeros([0], tf.int32)
+        ids, log_probs, lengths = search_fn(table_step(ONE_HOT), no_sentences, 0, max_length=5)
+        assert ids.shape == (0, 0) and log_probs.shape == (0,) and lengths.shape == (0,)
+
+
+# --- The trained tiny models ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def half_trained_model(tiny_config):
+    """Less peaked than `overfit_model`: near-ties that would expose any numeric difference."""
+    return build_tiny(tiny_config, TINY_PAIRS, epochs=8)
+
+
+@pytest.fixture(scope="module")
+def bfloat16_model(tiny_config):
+    """Trained under mixed bfloat16: the cells compute, and carry their states, in bfloat16."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        tiny = build_tiny(tiny_config, TINY_PAIRS, epochs=8)
+        assert tiny.model.get_layer("decoder_lstm").cell.compute_dtype == "bfloat16"
+        return tiny
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+@pytest.fixture(scope="module")
+def many_source_ids(spa_eng_path, overfit_model):
+    """Padded ids of 300 real English sentences (mostly unknown words to the tiny vocabulary)."""
+    pairs = data_lib.read_pairs(spa_eng_path, max_pairs=30000).pairs
+    sentences = [source for source, _ in pairs[::100]][:300] + [s for s, _ in TINY_PAIRS]
+    vectorizer = data_lib.make_vectorizer(overfit_model.source_vocabulary)
+    ragged = vectorizer(tf.constant(sentences))[:, : overfit_model.config.max_source_length]
+    ragged = tf.ragged.boolean_mask(ragged, ragged.row_lengths() > 0)
+    return padded(ragged)
+
+
+def teacher_forced_log_probs(tiny, source_ids, token_ids):
+    """The training model's log-probability of each row of `token_ids` (up to its [END])."""
+    decoder_input = np.concatenate([np.full((len(token_ids), 1), START), token_ids[:, :-1]], 1)
+    probabilities = tiny.model([source_ids, decoder_input]).numpy()
+    chosen = np.take_along_axis(probabilities, token_ids[..., None], axis=-1)[..., 0]
+    real = np.cumsum(np.cumsum(token_ids == END, axis=1), axis=1) <= 1  # through the 1st [END]
+    return np.where(real, np.log(chosen), 0.0).sum(axis=1)
+
+
+@pytest.mark.parametrize("which", ["overfit_model", "half_trained_model", "bfloat16_model"])
+def test_graph_greedy_equals_the_stepwise_decoder_exactly(which, request, many_source_ids):
+    tiny = request.getfixturevalue(which)
+    max_length = tiny.config.max_decode_length
+    models = build_inference_models(tiny.model)
+    expected = greedy_decode_stepwise(models, many_source_ids, max_length)
+    decoder = search.GraphDecoder(tiny.model, max_length)
+    result = decoder.greedy(tf.constant(many_source_ids))
+    np.testing.assert_array_equal(result.token_ids.numpy(), expected)
+    assert len(np.unique(expected, axis=0)) > 5  # the sentences do not all decode alike
+    # Its scores are the model's log-probabilities of those tokens.
+    np.testing.assert_allclose(
+        result.log_probs.numpy(),
+        teacher_forced_log_probs(tiny, many_source_ids, expected),
+        rtol=1e-4, atol=1e-4,
+    )
+
+
+def test_graph_beam_on_the_model_width_one_is_greedy_and_width_four_scores_higher(
+    half_trained_model, many_source_ids
+):
+    tiny = half_trained_model
+    decoder = search.GraphDecoder(tiny.model, tiny.config.max_decode_length)
+    state = decoder.encode(many_source_ids)
+    batch_size, max_length = len(many_source_ids), tiny.config.max_decode_length
+    greedy = search.greedy_search(decoder.step, state, batch_size, max_length)
+    beam_one = search.beam_search(decoder.step, state, batch_size, max_length, beam_width=1,
+                                  alpha=0.0, include_greedy=False)
+    np.testing.assert_array_equal(beam_one.token_ids, greedy.token_ids)
+
+    alpha = search.DEFAULT_LENGTH_ALPHA
+    beam = decoder.beam(tf.constant(many_source_ids), tf.constant(4), tf.constant(alpha))
+    beam_scores = search.normalized_scores(beam, alpha).numpy()
+    greedy_scores = search.normalized_scores(greedy, alpha).numpy()
+    assert (beam_scores >= greedy_scores - 1e-6).all()
+    assert (beam_scores > greedy_scores + 1e-3).sum() >= 1  # beam search did find better ones
+    # The beam's bookkeeping (parents, states) is right: rescoring its tokens agrees.
+    np.testing.assert_allclose(
+        beam.log_probs.numpy(),
+        teacher_forced_log_probs(tiny, many_source_ids, beam.token_ids.numpy()),
+        rtol=1e-4, atol=1e-4,
+    )
+
+
+def test_translator_decodes_with_the_graph_and_offers_beam_search(overfit_model):
+    sources = [source for source, _ in TINY_PAIRS]
+    targets = [target for _, target in TINY_PAIRS]
+    args = (overfit_model.config, overfit_model.model, overfit_model.source_vocabulary,
+            overfit_model.target_vocabulary)
+    greedy = Translator(*args)
+    assert isinstance(greedy.decoder, search.GraphDecoder)
+    assert greedy.translate(sources) == targets
+    assert Translator(*args, beam_width=4).translate(sources) == targets
+    with pytest.raises(ValueError, match="beam_width"):
+        Translator(*args, beam_width=0)
+
+
+def test_graph_decoder_handles_empty_batches_and_empty_sources(overfit_model):
+    decoder = search.GraphDecoder(overfit_model.model, overfit_model.config.max_decode_length)
+    empty = decoder.greedy(tf.zeros([0, 0], tf.int64))
+    assert empty.token_ids.shape == (0, 0)
+    assert decoder.decode(tf.zeros([0, 3], tf.int64), beam_width=3).token_ids.shape[0] == 0
+    # A row of padding only decodes from the zero state, like the stepwise decoder does.
+    expected = greedy_decode_stepwise(
+        build_inference_models(overfit_model.model), np.zeros((2, 1), np.int64), 12
+    )
+    np.testing.assert_array_equal(decoder.greedy(tf.zeros([2, 1], tf.int64)).token_ids, expected)
+
+
+def test_a_padding_token_is_the_same_step_in_both_decoders(half_trained_model):
+    # The stepwise decoder feeds padding to finished sentences; the functional step model does
+    # not mask it (its state changes), and the graph step must do exactly the same.
+    models = build_inference_models(half_trained_model.model)
+    decoder = search.GraphDecoder(half_trained_model.model, 12)
+    state = decoder.encode(padded(half_trained_model.tokens.source_ids)[:4])
+    tokens = np.array([PAD, A, PAD, C], np.int64)
+    probabilities, h, c = models.decoder_step([tf.constant(tokens[:, None]), *state])
+    log_probs, (graph_h, graph_c) = decoder.step(tf.constant(tokens), state)
+    np.testing.assert_array_equal(tf.math.log(probabilities[:, 0, :]), log_probs)
+    np.testing.assert_array_equal(h, graph_h)
+    np.testing.assert_array_equal(c, graph_c)
