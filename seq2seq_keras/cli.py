@@ -86,10 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"Adam learning rate (default: {defaults.learning_rate})")
     train.add_argument("--max-minutes", type=float, default=defaults.max_train_seconds / 60,
                        help="stop training after this many minutes (0: no limit)")
-    train.add_argument("--reverse-source", action=argparse.BooleanOptionalAction,
-                       default=defaults.reverse_source,
+    train.add_argument("--reverse-source", action=argparse.BooleanOptionalAction, default=None,
                        help="the encoder reads the source backwards, as Sutskever et al. (2014) "
-                       "(default: on; --no-reverse-source reads it forwards)")
+                       "(default: on for the one-layer unidirectional encoder without "
+                       "attention, the only one it works for; --no-reverse-source reads forwards)")
+    train.add_argument("--cell", default=defaults.cell, choices=("lstm", "gru"),
+                       help=f"recurrent cell of encoder and decoder (default: {defaults.cell})")
+    train.add_argument("--bidirectional", action="store_true",
+                       help="bidirectional encoder, units/2 per direction; [forward; backward] "
+                       "final states start the decoder")
+    train.add_argument("--num-layers", type=int, default=defaults.num_layers,
+                       help="stacked RNN layers on each side; encoder layer i's final states "
+                       f"start decoder layer i (default: {defaults.num_layers})")
+    train.add_argument("--dropout", type=float, default=defaults.dropout,
+                       help=f"dropout on every RNN layer's inputs (default: {defaults.dropout})")
+    train.add_argument("--attention", default=defaults.attention,
+                       choices=("none", "bahdanau", "luong"),
+                       help="attention over the source at every decoder step "
+                       f"(default: {defaults.attention}; docs/variants.md)")
     train.add_argument("--reverse", action="store_true",
                        help="translate the second column into the first (Spanish→English)")
     train.add_argument("--logdir", help="write TensorBoard logs here")
@@ -148,7 +162,16 @@ def _default_config():
 
 
 def config_from_args(args: argparse.Namespace):
-    """The `Seq2SeqConfig` a `train` command line asks for."""
+    """The `Seq2SeqConfig` a `train` command line asks for.
+
+    Reading the source backwards is the default only where it works (see `--reverse-source`).
+    """
+    reverse_source = args.reverse_source
+    if reverse_source is None:
+        reverse_source = (
+            _default_config().reverse_source and args.num_layers == 1
+            and not args.bidirectional and args.attention == "none"
+        )
     return dataclasses.replace(
         _default_config(),
         max_pairs=args.max_pairs,
@@ -159,17 +182,25 @@ def config_from_args(args: argparse.Namespace):
         learning_rate=args.learning_rate,
         max_train_seconds=args.max_minutes * 60,
         reverse=args.reverse,
-        reverse_source=args.reverse_source,
+        reverse_source=reverse_source,
         precision=args.precision,
+        cell=args.cell,
+        bidirectional=args.bidirectional,
+        num_layers=args.num_layers,
+        dropout=args.dropout,
+        attention=args.attention,
     )
 
 
 def run_train(args: argparse.Namespace) -> None:
     from seq2seq_keras import data as data_lib
     from seq2seq_keras.decode import Translator
-    from seq2seq_keras.train import train
+    from seq2seq_keras.train import TrainingError, train
 
-    config = config_from_args(args)
+    try:
+        config = config_from_args(args)
+    except ValueError as error:  # switches that do not combine, e.g. --reverse-source --attention
+        raise TrainingError(str(error)) from None
     result = train(config, args.model_dir, data=args.data, logdir=args.logdir, verbose=args.verbose,
                    strategy=args.strategy)
     print(f"trained in {result.seconds / 60:.1f} min, {len(result.history.get('loss', []))} "
@@ -233,8 +264,12 @@ def run_export(args: argparse.Namespace) -> None:
     from seq2seq_keras.model_dir import load_trained_model
 
     check_name(args.name)  # before the seconds spent loading the model
-    version_dir = export_saved_model(load_trained_model(args.model_dir), args.name, args.export_dir)
-    print(f"exported to {version_dir} (signatures: serving_default, beam_search)")
+    trained = load_trained_model(args.model_dir)
+    version_dir = export_saved_model(trained, args.name, args.export_dir)
+    signatures = "serving_default, beam_search"
+    if trained.config.attention != "none":
+        signatures += ", attention"
+    print(f"exported to {version_dir} (signatures: {signatures})")
 
 
 COMMANDS = {

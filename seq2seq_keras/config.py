@@ -13,6 +13,9 @@ import json
 from pathlib import Path
 
 CONFIG_FILENAME = "config.json"
+# The recurrent cells and attention mechanisms a config can name (docs/variants.md).
+CELLS = ("lstm", "gru")
+ATTENTIONS = ("none", "luong", "bahdanau")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +54,17 @@ class Seq2SeqConfig:
     reverse_source: bool = True
     # Dropout on the LSTM inputs (0 disables it).
     dropout: float = 0.0
+    # --- The RNN family and attention (docs/variants.md). The defaults are the classic graph:
+    # one unidirectional LSTM layer on each side and no attention.
+    # "lstm" or "gru": the recurrent cell of the encoder and the decoder.
+    cell: str = "lstm"
+    # A bidirectional encoder: each layer reads the source both ways with units // 2 per
+    # direction, and [forward; backward] final states (size `units`) start the decoder layer.
+    bidirectional: bool = False
+    # Stacked layers on each side; encoder layer i's final states start decoder layer i.
+    num_layers: int = 1
+    # "none", "luong" or "bahdanau": how each decoder step looks back at every source position.
+    attention: str = "none"
 
     # --- Training ----------------------------------------------------------------------
     batch_size: int = 128
@@ -81,6 +95,32 @@ class Seq2SeqConfig:
     # --- Decoding ----------------------------------------------------------------------
     # Longest translation generated, in tokens, counting the final [END].
     max_decode_length: int = 64
+
+    def __post_init__(self):
+        """Refuse a combination of switches the model cannot build, saying how to fix it."""
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}.")
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}.")
+        if self.num_layers < 1:
+            raise ValueError(f"num_layers must be at least 1, got {self.num_layers}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+        if self.bidirectional and self.units % 2:
+            raise ValueError(
+                f"a bidirectional encoder splits units between its two directions, so units "
+                f"must be even; got {self.units}."
+            )
+        # Keras' go_backwards returns the outputs in reversed order but passes the mask on
+        # unreversed, so reading backwards is only allowed where the outputs are not used.
+        if self.reverse_source and (
+            self.bidirectional or self.num_layers > 1 or self.attention != "none"
+        ):
+            raise ValueError(
+                "reverse_source works only for a one-layer unidirectional encoder without "
+                "attention (a bidirectional encoder already reads both ways; attention sees "
+                "every source position). Set reverse_source=False (--no-reverse-source)."
+            )
 
     def to_json(self) -> str:
         """The config as indented JSON, the form stored beside a trained model."""

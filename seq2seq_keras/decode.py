@@ -7,6 +7,10 @@ back in. For that we rebuild two small models from the *same trained layers*, fo
     encoder:      source_ids               → (h, c)          the context vector
     decoder_step: (token, h, c)            → (next-token probabilities, h, c)
 
+Other cells, stacked or bidirectional encoders and attention (docs/variants.md) keep this
+layout with more states, and with the encoder outputs and the attention weights
+(`InferenceModels`).
+
 `greedy_decode_stepwise` drives them from `[START]` until `[END]` or a maximum length, a batch
 of sentences at a time. `detokenize` turns ids back into Spanish text inside TensorFlow.
 `Translator` puts vectorizer, models and decoder together: strings in, strings out. It decodes
@@ -23,8 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from seq2seq_keras import model as model_lib
-from seq2seq_keras import search
+from seq2seq_keras import search, variants
 from seq2seq_keras.config import Seq2SeqConfig
 from seq2seq_keras.data import END_ID, PAD_ID, PUNCTUATION, START_ID, make_vectorizer
 
@@ -38,47 +41,86 @@ assert set(CLOSING_PUNCTUATION + OPENING_PUNCTUATION) == set(PUNCTUATION)
 
 @dataclasses.dataclass
 class InferenceModels:
-    """The encoder and the one-step decoder, sharing the trained model's layers and weights."""
+    """The encoder and the one-step decoder, sharing the trained model's layers and weights.
+
+    Classic model: `encoder` maps source ids to `[h, c]` and `decoder_step` maps
+    `[token, h, c]` to `[probabilities, h, c]`. Variants keep that layout with their states
+    (`h` only for a GRU; layer by layer when stacked); with attention the encoder also returns
+    its per-step outputs first, and the step takes them and the source mask after the token
+    and returns the attention weights last:
+
+        encoder:      source_ids → [encoder_outputs, *states]
+        decoder_step: [token, encoder_outputs, source_mask, *states]
+                      → [probabilities, *states, attention_weights (batch, 1, source_len)]
+    """
 
     encoder: keras.Model  # source_ids (batch, source_len) → [h, c], each (batch, units)
     decoder_step: keras.Model  # [token (batch, 1), h, c] → [probabilities (batch, 1, vocab), h, c]
+    attention: bool = False
 
 
 def build_inference_models(training_model: keras.Model) -> InferenceModels:
     """Rebuild the encoder and a one-step decoder from the trained layers, found by name.
 
     Works on a freshly built model and on one loaded from disk alike, because layers are
-    looked up with `get_layer(name)`, never by position.
+    looked up with `get_layer(name)`, never by position (`variants.ModelLayers.find`).
     """
-    encoder_embedding = training_model.get_layer(model_lib.ENCODER_EMBEDDING)
-    encoder_lstm = training_model.get_layer(model_lib.ENCODER_LSTM)
-    decoder_embedding = training_model.get_layer(model_lib.DECODER_EMBEDDING)
-    decoder_lstm = training_model.get_layer(model_lib.DECODER_LSTM)
-    decoder_dense = training_model.get_layer(model_lib.DECODER_DENSE)
+    layers = variants.ModelLayers.find(training_model)
 
-    # Encoder: the training graph's left half, ending in the context vector.
+    # Encoder: the training graph's left half, ending in the context vector (every layer's
+    # final states) and, for attention, the last layer's per-step outputs.
     source_ids = keras.Input(shape=(None,), dtype="int64", name="source_ids")
-    _, state_h, state_c = encoder_lstm(encoder_embedding(source_ids))
-    encoder = keras.Model(source_ids, [state_h, state_c], name="encoder")
+    encoder_outputs = layers.encoder_embedding(source_ids)
+    states = []
+    for layer in layers.encoder_rnns:
+        encoder_outputs, *layer_states = layer(encoder_outputs)
+        states += variants.merge_directions(layer_states) if layers.bidirectional else layer_states
+    memory = [encoder_outputs] if layers.attention else []
+    encoder = keras.Model(source_ids, memory + states, name="encoder")
 
     # One decoder step: the previous token and the previous states in, the next ones out.
     token_ids = keras.Input(shape=(1,), dtype="int64", name="token_ids")
-    input_h = keras.Input(shape=(decoder_lstm.units,), name="state_h")
-    input_c = keras.Input(shape=(decoder_lstm.units,), name="state_c")
-    outputs, output_h, output_c = decoder_lstm(
-        decoder_embedding(token_ids), initial_state=[input_h, input_c]
-    )
-    probabilities = decoder_dense(outputs)  # (batch, 1, vocab)
+    suffix = lambda index: "" if len(layers.decoder_rnns) == 1 else f"_{index}"  # noqa: E731
+    input_states = [
+        keras.Input(shape=(layer.units,), name=f"state_{kind}{suffix(index)}")
+        for index, layer in enumerate(layers.decoder_rnns, start=1)
+        for kind in ("h", "c")[: layers.states_per_layer]
+    ]
+    outputs = layers.decoder_embedding(token_ids)
+    output_states = []
+    per_layer = layers.states_per_layer
+    for index, layer in enumerate(layers.decoder_rnns):
+        layer_states = input_states[index * per_layer : (index + 1) * per_layer]
+        outputs, *new_states = layer(outputs, initial_state=layer_states)
+        output_states += new_states
+    memory_inputs, extra_outputs = [], []
+    if layers.attention:
+        encoder_outputs = keras.Input(shape=(None, encoder.outputs[0].shape[-1]),
+                                      name="encoder_outputs")
+        source_mask = keras.Input(shape=(None,), dtype="bool", name="source_mask")
+        keys = layers.attention.key(encoder_outputs)
+        outputs, weights = variants.attend(
+            layers.attention, outputs, encoder_outputs, keys, source_mask
+        )
+        memory_inputs, extra_outputs = [encoder_outputs, source_mask], [weights]
+    probabilities = layers.decoder_dense(outputs)  # (batch, 1, vocab)
     decoder_step = keras.Model(
-        [token_ids, input_h, input_c], [probabilities, output_h, output_c], name="decoder_step"
+        [token_ids, *memory_inputs, *input_states],
+        [probabilities, *output_states, *extra_outputs],
+        name="decoder_step",
     )
-    return InferenceModels(encoder, decoder_step)
+    return InferenceModels(encoder, decoder_step, attention=layers.attention is not None)
+
+
+def as_list(outputs) -> list:
+    """A Keras model's outputs as a list, also when it has a single output."""
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
 
 def greedy_decode_stepwise(
     models: InferenceModels, source_ids: np.ndarray, max_length: int
 ) -> np.ndarray:
-    """Greedy decoding with the classic inference models, one Python step per token.
+    """Greedy decoding with the inference models, one Python step per token.
 
     The teaching path: clear, but each step is a separate model call. All sentences of the
     batch advance together; a sentence that has produced `[END]` is fed padding until every
@@ -93,14 +135,19 @@ def greedy_decode_stepwise(
       and is padded with 0 after it.
     """
     batch_size = source_ids.shape[0]
-    state_h, state_c = models.encoder(tf.constant(source_ids), training=False)
+    states = as_list(models.encoder(tf.constant(source_ids), training=False))
+    memory = []  # with attention: what every step looks at, the encoder outputs and the mask
+    if models.attention:
+        # tf.identity drops the Keras mask the encoder attached; the step takes it explicitly.
+        memory = [tf.identity(states.pop(0)), tf.constant(source_ids != PAD_ID)]
     tokens = np.full((batch_size, 1), START_ID, dtype=np.int64)
     done = np.zeros(batch_size, dtype=bool)
     generated = []
     for _ in range(max_length):
-        probabilities, state_h, state_c = models.decoder_step(
-            [tf.constant(tokens), state_h, state_c], training=False
+        outputs = as_list(
+            models.decoder_step([tf.constant(tokens), *memory, *states], training=False)
         )
+        probabilities, states = outputs[0], outputs[1 : 1 + len(states)]
         next_ids = np.argmax(np.asarray(probabilities)[:, -1, :], axis=-1).astype(np.int64)
         next_ids = np.where(done, PAD_ID, next_ids)
         generated.append(next_ids)

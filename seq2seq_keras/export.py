@@ -14,6 +14,8 @@ exported even from a GPU machine.
 Signatures:
   serving_default(sentences: string[batch])                    → translations, scores
   beam_search(sentences: string[batch], beam_width: int32[])   → translations, scores
+  attention(sentences: string[batch])    (attention models only) → translations, scores,
+      attention_weights, source_tokens, target_tokens
 
 `translations` is a `string[batch]`; `scores` a `float32[batch]`, the model's log-probability
 of the translation (`[END]` included). A sentence with no token after standardization (empty,
@@ -43,6 +45,7 @@ from seq2seq_keras.search import DEFAULT_LENGTH_ALPHA, GraphDecoder, SearchResul
 DEFAULT_EXPORT_ROOT = "saved_models"
 SERVING_SIGNATURE = "serving_default"
 BEAM_SIGNATURE = "beam_search"
+ATTENTION_SIGNATURE = "attention"  # only for a model trained with --attention
 # Wider beams cost time linearly and rarely help an LSTM translator; a request asking for more
 # is served with this width rather than refused.
 MAX_BEAM_WIDTH = 16
@@ -82,10 +85,16 @@ class ServingTranslator(tf.Module):
     ):
         super().__init__(name="serving_translator")
         self.source_vectorizer = make_vectorizer(source_vocabulary)
+        self.source_vocabulary = tf.constant(source_vocabulary, tf.string)
         self.target_vocabulary = tf.constant(target_vocabulary, tf.string)
         self.decoder = GraphDecoder(training_model, config.max_decode_length)
         self.max_source_length = config.max_source_length
         self.length_alpha = length_alpha
+        self.has_attention = self.decoder.attention is not None
+        if self.has_attention:
+            self.translate_with_attention = tf.function(
+                self._translate_with_attention, input_signature=[SENTENCES_SPEC]
+            )
 
     def source_ids(self, sentences: tf.Tensor) -> tf.Tensor:
         """`(batch, source_len)` padded ids: UTF-8 repaired, standardized, truncated."""
@@ -118,6 +127,26 @@ class ServingTranslator(tf.Module):
         beam_width = tf.clip_by_value(beam_width, 1, MAX_BEAM_WIDTH)
         result = self.decoder.beam(source_ids, beam_width, tf.constant(self.length_alpha))
         return self.outputs(source_ids, result)
+
+
+    def _translate_with_attention(self, sentences: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Greedy translations and, for each, where the decoder looked at every step.
+
+        Adds to `translations` and `scores`: `attention_weights` `(batch, steps, source_len)`
+        (row t sums to 1 over the source tokens, 0 on padding and after `[END]`), the
+        `source_tokens` `(batch, source_len)` and the `target_tokens` `(batch, steps)` the rows
+        and columns stand for ("" on padding): what an attention plot needs.
+        """
+        source_ids = self.source_ids(sentences)
+        result, weights = self.decoder.greedy_with_attention(source_ids)
+        outputs = self.outputs(source_ids, result)
+        # A sentence without source tokens has nothing to look at: no weights, no tokens.
+        is_empty = tf.reduce_all(tf.equal(source_ids, PAD_ID), axis=1)
+        token_ids = tf.where(is_empty[:, None], tf.constant(PAD_ID, tf.int64), result.token_ids)
+        outputs["attention_weights"] = tf.where(is_empty[:, None, None], 0.0, weights)
+        outputs["source_tokens"] = tf.gather(self.source_vocabulary, source_ids)
+        outputs["target_tokens"] = tf.gather(self.target_vocabulary, token_ids)
+        return outputs
 
 
 def serving_translator(trained: TrainedModel) -> ServingTranslator:
@@ -189,6 +218,8 @@ def export_saved_model(
         SERVING_SIGNATURE: translator.__call__.get_concrete_function(),
         BEAM_SIGNATURE: translator.translate_beam.get_concrete_function(),
     }
+    if translator.has_attention:
+        signatures[ATTENTION_SIGNATURE] = translator.translate_with_attention.get_concrete_function()
     staging = Path(tempfile.mkdtemp(prefix=".export-tmp-", dir=base))
     try:
         tf.saved_model.save(translator, str(staging), signatures=signatures)

@@ -7,6 +7,10 @@
 The encoder keeps only its final states; the decoder starts from them and, during training,
 reads the true previous tokens (teacher forcing). Inference models are rebuilt from these same
 layers by name in `seq2seq_keras.decode`, which is why every layer here has a fixed name.
+
+This is the default, classic graph. GRU cells, stacked and bidirectional encoders and attention
+(`Seq2SeqConfig.cell`, `num_layers`, `bidirectional`, `attention`) are built in
+`seq2seq_keras.variants` from layers named `encoder_rnn_1`, `decoder_rnn_1`, `attention`, ….
 """
 
 from __future__ import annotations
@@ -25,6 +29,24 @@ ENCODER_LSTM = "encoder_lstm"
 DECODER_EMBEDDING = "decoder_embedding"
 DECODER_LSTM = "decoder_lstm"
 DECODER_DENSE = "decoder_dense"
+# The variants (GRU, bidirectional, stacked, attention: docs/variants.md) number their RNN
+# layers from 1, "encoder_rnn_1" … "encoder_rnn_N", and name their attention layers.
+ENCODER_RNN = "encoder_rnn"
+DECODER_RNN = "decoder_rnn"
+ATTENTION_KEY = "attention_key"  # projects the encoder outputs once per sentence
+ATTENTION_QUERY = "attention_query"  # bahdanau only: projects the decoder outputs
+ATTENTION = "attention"  # scores, softmax over the unpadded source, context vector
+ATTENTION_COMBINE = "attention_combine"  # tanh(W_c [context; decoder output])
+
+
+def is_classic(config: Seq2SeqConfig) -> bool:
+    """True for the README's classic graph: one LSTM layer each side, no attention."""
+    return (
+        config.cell == "lstm"
+        and not config.bidirectional
+        and config.num_layers == 1
+        and config.attention == "none"
+    )
 
 
 def build_training_model(config: Seq2SeqConfig) -> keras.Model:
@@ -36,7 +58,15 @@ def build_training_model(config: Seq2SeqConfig) -> keras.Model:
       A functional `keras.Model` with inputs `(batch, source_len)` and `(batch, target_len)`
       int ids and output `(batch, target_len, target_vocab_size)` probabilities, compiled with
       the masked loss and accuracy.
+
+    Any other cell, a bidirectional or stacked encoder, or attention is built by
+    `seq2seq_keras.variants.build_variant_model`; this function builds the classic graph.
     """
+    if not is_classic(config):
+        from seq2seq_keras.variants import build_variant_model  # it imports this module
+
+        return build_variant_model(config)
+
     # === Layers ===
     encoder_embedding = keras.layers.Embedding(
         config.source_vocab_size, config.embedding_dim, mask_zero=True, name=ENCODER_EMBEDDING
