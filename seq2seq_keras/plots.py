@@ -70,7 +70,7 @@ def plot_next_token_probabilities(
     """Draw the `top_k` most probable next tokens of one decoder step as horizontal bars.
 
     What the decoder's softmax says at one step: after training, the first step of "Thank you."
-    puts most of the probability on "gracias"; before training it is spread almost evenly.
+    ranks "gracias" first; before training the probability is spread almost evenly.
 
     Args:
       probabilities, vocabulary, top_k: as for `top_tokens`.

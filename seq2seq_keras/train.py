@@ -1,4 +1,4 @@
-"""Training: data → vocabularies → `model.fit` under a tf.distribute strategy → a model directory.
+"""Training: data → vocabularies → `model.fit` under a tf.distribute strategy → model directory.
 
 `train` is what `python -m seq2seq_keras train` and the notebooks call. In order:
 
@@ -468,11 +468,14 @@ class Checkpoint(keras.callbacks.Callback):
         self.first_batch = 0
         self.state.epoch, self.state.batch = epoch + 1, 0
         self.state.seconds = self.seconds_before + time.monotonic() - self.fit_started
-        self.state.finished = bool(self.model.stop_training) or self.state.epoch >= self.config.epochs
-        self.state.history.append({"epoch": epoch, **{key: float(value) for key, value in logs.items()}})
+        self.state.finished = (
+            bool(self.model.stop_training) or self.state.epoch >= self.config.epochs
+        )
+        self.state.history.append({"epoch": epoch, **{k: float(v) for k, v in logs.items()}})
         self.state.early_stopping = self.early_stopping.get_state()
         if self.enabled:
-            write_atomically(self.store.directory / HISTORY_FILENAME, history_csv(self.state.history))
+            history_file = self.store.directory / HISTORY_FILENAME
+            write_atomically(history_file, history_csv(self.state.history))
         self.save(best_changed=self.early_stopping.best_changed)
 
     def save(self, best_changed: bool) -> None:

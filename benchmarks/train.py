@@ -1,0 +1,391 @@
+"""Training speed: the default pipeline against a plain Keras one, measured in the same run.
+
+    python benchmarks/train.py [--data PATH] [--steps 40] [--warmup 10] [--rounds 1]
+                               [--variants plain,default,...] [--train-seconds T | --train-steps N]
+
+For each variant it prints real (unpadded) target tokens per second over `--steps` training
+steps after `--warmup` steps, the padding fraction, the model FLOP/s (over the padded batch
+shapes actually computed, and over real tokens only) against a dense matmul measured in the same
+run, and the peak resident memory. With `--train-seconds T` it also trains every variant from
+scratch for T seconds and reports the validation loss reached: equal time, not equal steps.
+The last line is `speedup: X.XX`, real target tokens/s of `default` over `plain`.
+
+Variants (`--variants`, comma-separated; the default runs `plain,default`):
+
+    plain         random order, every batch padded to the longest training pair, batch 64,
+                  float32, Keras defaults (the pipeline of a typical tutorial)
+    padded        random order, each batch padded to its own longest pair, batch 128, float32
+    float32       the default pipeline (length buckets, batch 128) in float32
+    default       the shipped defaults: length buckets, batch 128, precision "auto"
+    jit           the default + XLA (`jit_compile=True`); batch shapes vary, so XLA recompiles
+    jit_buckets   the default + XLA, every batch padded up to its bucket's boundary (few shapes)
+    batch64, batch256
+                  the default at another batch size
+    threads_1_2, threads_2_1
+                  the default with intra-op / inter-op thread pools of the given sizes
+
+Every variant runs in its own process: thread pools must be set before TensorFlow starts, and
+peak memory is per process. The data is read and vectorized once, by the parent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+# Importing TensorFlow does not start its runtime: a child can still size its thread pools.
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from seq2seq_keras import data as data_lib  # noqa: E402
+from seq2seq_keras import train as train_lib  # noqa: E402
+from seq2seq_keras.config import Seq2SeqConfig  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    description: str
+    pipeline: str = "buckets"  # "buckets" (data.make_dataset), "padded", "fixed", "boundaries"
+    batch_size: int = 128
+    precision: str = "auto"
+    jit_compile: bool | str = "auto"
+    intra_op_threads: int = 0  # 0: TensorFlow's default (one per core)
+    inter_op_threads: int = 0
+
+
+VARIANTS = {
+    "plain": Variant("random order, fixed-length padding, batch 64, float32", "fixed", 64,
+                     "float32"),
+    "padded": Variant("random order, padded per batch, batch 128, float32", "padded", 128,
+                      "float32"),
+    "float32": Variant("length buckets, batch 128, float32", precision="float32"),
+    "default": Variant("length buckets, batch 128, precision auto (the default)"),
+    "jit": Variant("default + jit_compile", jit_compile=True),
+    "jit_buckets": Variant("default + jit_compile, padded to bucket boundaries", "boundaries",
+                           jit_compile=True),
+    "batch64": Variant("default at batch 64", batch_size=64),
+    "batch256": Variant("default at batch 256", batch_size=256),
+    "threads_1_2": Variant("default, intra-op 1 / inter-op 2 threads", intra_op_threads=1,
+                           inter_op_threads=2),
+    "threads_2_1": Variant("default, intra-op 2 / inter-op 1 threads", intra_op_threads=2,
+                           inter_op_threads=1),
+}
+
+
+# --- The parent: prepare the data once, run each variant in a child, print the table ----------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", help="the pairs file (default: $SEQ2SEQ_DATA or the download)")
+    parser.add_argument("--steps", type=int, default=40, help="timed training steps per variant")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (tracing)")
+    parser.add_argument("--variants", default="plain,default",
+                        help=f"comma-separated, from: {', '.join(VARIANTS)}")
+    parser.add_argument("--train-seconds", type=float, default=0,
+                        help="also train each variant this long and report its validation loss")
+    parser.add_argument("--train-steps", type=int, default=0,
+                        help="or this many steps: equal steps, immune to other processes")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every variant this many times, interleaved; keep the best")
+    parser.add_argument("--max-pairs", type=int, default=0,
+                        help="use only the first N pairs (0: all; small values for a smoke test)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--tokens", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print("RESULT " + json.dumps(run_variant(args)), flush=True)
+        return
+
+    names = list(dict.fromkeys(args.variants.split(",")))
+    unknown = [name for name in names if name not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as scratch:
+        tokens_file = Path(scratch) / "tokens.npz"
+        started = time.monotonic()
+        run_child(["--worker", "prepare", "--tokens", str(tokens_file), *data_args(args)])
+        print(f"data prepared in {time.monotonic() - started:.0f} s", flush=True)
+        # Rounds interleave the variants, and each keeps its fastest round: on a shared machine
+        # a slow round measures the neighbours, not the variant.
+        matmul, results, rounds = {}, {}, {name: [] for name in names}
+        for round_index in range(args.rounds):
+            for dtype, rate in run_child(["--worker", "matmul"]).items():
+                matmul[dtype] = max(rate, matmul.get(dtype, 0))
+            for name in names:
+                result = run_child(
+                    ["--worker", name, "--tokens", str(tokens_file), "--steps", str(args.steps),
+                     "--warmup", str(args.warmup), "--train-seconds", str(args.train_seconds),
+                     "--train-steps", str(args.train_steps)]
+                )
+                rounds[name].append(result["tokens_per_second"])
+                if result["tokens_per_second"] >= results.get(name, {}).get("tokens_per_second", 0):
+                    results[name] = result
+                print(f"  round {round_index + 1}, {name}: {result['tokens_per_second']:.0f} real "
+                      f"target tokens/s on {result['cores_used']:.2f} cores", flush=True)
+    print_report(results, matmul, args, load=(load_before, os.getloadavg()[0]))
+
+
+def data_args(args) -> list[str]:
+    return (["--data", args.data] if args.data else []) + ["--max-pairs", str(args.max_pairs)]
+
+
+def run_child(arguments: list[str]) -> dict:
+    completed = subprocess.run(
+        [sys.executable, __file__, *arguments], capture_output=True, text=True, encoding="utf-8"
+    )
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    if completed.returncode or not lines:
+        sys.exit(f"benchmark child {arguments} failed:\n{completed.stderr[-4000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def print_report(results: dict, matmul: dict, args, load: tuple[float, float]) -> None:
+    float32_peak = matmul["float32"]
+    print()
+    print(f"{os.cpu_count()} CPUs; 1-minute load average {load[0]:.1f} before, {load[1]:.1f} after "
+          "(above ~1, other processes shared the cores and every rate is low)")
+    print(f"matmul 4096x4096 in this run: float32 {float32_peak:.0f} GFLOP/s, "
+          f"bfloat16 {matmul['bfloat16']:.0f} GFLOP/s")
+    print(f"{args.steps} timed steps after {args.warmup} warm-up steps, best of {args.rounds} "
+          "round(s); model FLOPs = 3 x forward matmul FLOPs (LSTMs and output projection)")
+    header = (f"{'variant':<12} {'precision':<15} {'batch':>5} {'tokens/s':>9} {'padding':>8} "
+              f"{'GFLOP/s':>8} {'real':>6} {'of f32 mm':>9} {'peak MB':>8} {'cores':>6}")
+    trained = args.train_seconds or args.train_steps
+    if trained:
+        budget = f"{args.train_seconds:g}s" if args.train_seconds else f"{args.train_steps} steps"
+        header += f" {'val_loss@' + budget:>16} {'steps':>6} {'seconds':>7} {'cores':>6}"
+    print(header)
+    for name, result in results.items():
+        line = (
+            f"{name:<12} {result['precision']:<15} {result['batch_size']:>5} "
+            f"{result['tokens_per_second']:>9.0f} {result['padding_fraction']:>8.1%} "
+            f"{result['gflops']:>8.0f} {result['real_gflops']:>6.0f} "
+            f"{result['gflops'] / float32_peak:>9.0%} {result['peak_rss_mb']:>8.0f} "
+            f"{result['cores_used']:>6.2f}"
+        )
+        if trained:
+            line += (f" {result['val_loss']:>16.4f} {result['trained_steps']:>6} "
+                     f"{result['train_seconds']:>7.0f} {result['train_cores_used']:>6.2f}")
+        print(line)
+    for name, result in results.items():
+        print(f"  {name}: {VARIANTS[name].description}")
+    if "default" in results and "plain" in results:
+        speedup = results["default"]["tokens_per_second"] / results["plain"]["tokens_per_second"]
+        print(f"speedup: {speedup:.2f}")
+
+
+# --- The children ------------------------------------------------------------------------------
+
+
+def run_variant(args) -> dict:
+    if args.worker == "prepare":
+        return prepare(args)
+    if args.worker == "matmul":
+        return {"float32": matmul_gflops("float32"), "bfloat16": matmul_gflops("bfloat16")}
+    variant = VARIANTS[args.worker]
+    if variant.intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(variant.intra_op_threads)
+    if variant.inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(variant.inter_op_threads)
+
+    config = dataclasses.replace(
+        Seq2SeqConfig(),
+        batch_size=variant.batch_size,
+        precision=train_lib.resolve_precision(variant.precision),
+        jit_compile=variant.jit_compile,
+    )
+    train_tokens, validation_tokens = load_tokens(args.tokens)
+
+    def batches() -> "tf.data.Dataset":
+        keras.utils.set_random_seed(config.seed)  # the same batches on every call
+        return make_pipeline(variant.pipeline, train_tokens, config).repeat()
+
+    # 1. Count the real and padded tokens of the timed batches, on an identical stream.
+    shapes = []
+    for (source, decoder_input), target in batches().skip(args.warmup).take(args.steps):
+        shapes.append((
+            int(tf.math.count_nonzero(source)), int(tf.math.count_nonzero(target)),
+            int(tf.size(source)), int(tf.size(target)), *source.shape, target.shape[1],
+        ))
+    real_target = sum(shape[1] for shape in shapes)
+    real_tokens = sum(shape[0] + shape[1] for shape in shapes)
+    padded_tokens = sum(shape[2] + shape[3] for shape in shapes)
+    flops = sum(step_flops(config, batch, source_len, target_len)
+                for *_, batch, source_len, target_len in shapes)
+    real_flops = sum(token_flops(config, shape[0], shape[1]) for shape in shapes)
+
+    # 2. Time the same steps through model.fit.
+    keras.utils.set_random_seed(config.seed)
+    model = train_lib.build_model(config)
+    timer = StepTimer(args.warmup)
+    model.fit(batches(), steps_per_epoch=args.warmup + args.steps, epochs=1, verbose=0,
+              callbacks=[timer])
+    seconds = timer.seconds()
+    result = {
+        "precision": config.precision,
+        "batch_size": config.batch_size,
+        "tokens_per_second": real_target / seconds,
+        "padding_fraction": 1 - real_tokens / padded_tokens,
+        "gflops": flops / seconds / 1e9,
+        "real_gflops": real_flops / seconds / 1e9,
+        "seconds": seconds,
+        "cores_used": timer.cores_used(),
+    }
+
+    # 3. Equal time (or steps): a fresh model trained for `--train-seconds` (`--train-steps`),
+    #    then the validation loss.
+    if args.train_seconds or args.train_steps:
+        keras.utils.set_random_seed(config.seed)
+        model = train_lib.build_model(config)
+        budget = train_lib.TimeBudget(args.train_seconds)
+        counter = StepTimer(0)
+        model.fit(batches(), steps_per_epoch=args.train_steps or 10**6, epochs=1, verbose=0,
+                  callbacks=[budget, counter])
+        result["train_cores_used"] = counter.cores_used()
+        result["train_seconds"] = counter.seconds()
+        validation = data_lib.make_dataset(
+            validation_tokens, dataclasses.replace(config, batch_size=128), shuffle=False
+        )
+        result["val_loss"] = float(model.evaluate(validation, verbose=0, return_dict=True)["loss"])
+        result["trained_steps"] = counter.steps
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+class StepTimer(keras.callbacks.Callback):
+    """Time from the end of step `warmup` to the end of the last step, and count the steps."""
+
+    def __init__(self, warmup: int):
+        super().__init__()
+        self.warmup = warmup
+        self.started = self.ended = time.perf_counter()
+        self.cpu_started = self.cpu_ended = time.process_time()
+        self.steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        float((logs or {}).get("loss", 0.0))  # waits for the step's result
+        self.steps = batch + 1
+        if self.steps == self.warmup:
+            self.started, self.cpu_started = time.perf_counter(), time.process_time()
+        self.ended, self.cpu_ended = time.perf_counter(), time.process_time()
+
+    def seconds(self) -> float:
+        return self.ended - self.started
+
+    def cores_used(self) -> float:
+        """CPU seconds per second over the timed steps: below the core count, the process
+        waited for the cores (other processes) or for itself (a serial stretch)."""
+        return (self.cpu_ended - self.cpu_started) / self.seconds()
+
+
+def step_flops(config, batch: int, source_len: int, target_len: int) -> float:
+    """Training FLOPs of one step on a padded batch: 3 × the forward matmuls (forward, and the
+    gradients for inputs and for weights). LSTM: 2·(embedding+units)·4·units per position;
+    output projection: 2·units·vocab per target position. Element-wise work is left out."""
+    lstm = 2 * (config.embedding_dim + config.units) * 4 * config.units
+    projection = 2 * config.units * config.target_vocab_size
+    return 3 * batch * (source_len * lstm + target_len * (lstm + projection))
+
+
+def token_flops(config, source_tokens: int, target_tokens: int) -> float:
+    """The same FLOPs counted over real tokens only: the work a perfectly packed batch does."""
+    lstm = 2 * (config.embedding_dim + config.units) * 4 * config.units
+    projection = 2 * config.units * config.target_vocab_size
+    return 3 * (source_tokens * lstm + target_tokens * (lstm + projection))
+
+
+def make_pipeline(name: str, tokens, config):
+    """The training batches of one pipeline; all are right-padded with 0."""
+
+    if name == "buckets":
+        return data_lib.make_dataset(tokens, config, shuffle=True)
+    if name == "boundaries":
+        return data_lib.make_dataset(tokens, config, shuffle=True).map(pad_to_boundary)
+    dataset = tf.data.Dataset.from_tensor_slices((tokens.source_ids, tokens.target_ids))
+    dataset = dataset.map(lambda source, target: (tf.identity(source), tf.identity(target)))
+    dataset = dataset.shuffle(len(tokens), seed=config.seed, reshuffle_each_iteration=True)
+    if name == "fixed":  # every batch as long as the longest pair of the training split
+        shapes = ([int(tokens.source_ids.row_lengths().numpy().max())],
+                  [int(tokens.target_ids.row_lengths().numpy().max())])
+        dataset = dataset.padded_batch(config.batch_size, padded_shapes=shapes)
+    else:  # "padded": each batch as long as its own longest pair
+        dataset = dataset.padded_batch(config.batch_size)
+    return dataset.map(data_lib.teacher_forcing_pair).prefetch(tf.data.AUTOTUNE)
+
+
+def pad_to_boundary(inputs, target):
+    """Pad a batch's time axes up to the next length-bucket boundary: few shapes for XLA."""
+
+    boundaries = tf.constant(data_lib.length_buckets(64) + [64], tf.int32)
+
+    def pad(ids, extra=0):
+        length = tf.shape(ids)[1] + extra
+        bound = boundaries[tf.argmax(tf.cast(boundaries >= length, tf.int32))]
+        return tf.pad(ids, [[0, 0], [0, bound - length]])
+
+    (source, decoder_input), target = inputs, target
+    return (pad(source), pad(decoder_input, 1)), pad(target, 1)
+
+
+def prepare(args) -> dict:
+    """Read and vectorize the data with the default config; save the token ids for the children."""
+
+    config = Seq2SeqConfig(max_pairs=args.max_pairs)
+    prepared = train_lib.prepare_data(config, data_lib.resolve_data_file(args.data))
+    arrays = {}
+    splits = (("train", prepared.train_tokens), ("validation", prepared.validation_tokens))
+    for split, tokens in splits:
+        for side in ("source", "target"):
+            ragged = getattr(tokens, f"{side}_ids")
+            arrays[f"{split}_{side}_values"] = ragged.flat_values.numpy()
+            arrays[f"{split}_{side}_splits"] = ragged.row_splits.numpy()
+    np.savez(args.tokens, **arrays)
+    return {"train_pairs": len(prepared.train_tokens)}
+
+
+def load_tokens(path: str):
+    import collections
+
+    arrays = np.load(path)
+
+    def ragged(split, side):
+        return tf.RaggedTensor.from_row_splits(
+            arrays[f"{split}_{side}_values"], arrays[f"{split}_{side}_splits"]
+        )
+
+    return tuple(
+        data_lib.TokenizedPairs(ragged(split, "source"), ragged(split, "target"),
+                                collections.Counter())
+        for split in ("train", "validation")
+    )
+
+
+def matmul_gflops(dtype: str, size: int = 4096, repeats: int = 5) -> float:
+    """GFLOP/s of a square matmul: what this machine's cores reach on the easiest dense work."""
+    a = tf.cast(tf.random.normal([size, size]), dtype)
+    b = tf.cast(tf.random.normal([size, size]), dtype)
+    multiply = tf.function(tf.matmul)
+    multiply(a, b).numpy()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        product = multiply(a, b)
+    product.numpy()
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+
+
+if __name__ == "__main__":
+    main()
