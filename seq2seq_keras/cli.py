@@ -1,4 +1,4 @@
-"""Command line: `python -m seq2seq_keras train | translate | evaluate | export`.
+"""Command line: `python -m seq2seq_keras train | translate | evaluate | export | plot`.
 
 Intentionally thin: it parses flags, builds a `Seq2SeqConfig`, and calls the same library
 functions the notebooks call. A user's mistake (a missing file, an untrained model directory)
@@ -152,6 +152,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "e.g. translator (not the name of a training model directory there)")
     export.add_argument("--export-dir", default=DEFAULT_EXPORT_DIR,
                         help=f"root of the exported models (default: {DEFAULT_EXPORT_DIR})")
+
+    plot = commands.add_parser(
+        "plot",
+        help="draw BLEU against source length, training curves and attention maps of models",
+        description="Compare trained models in PNG files: greedy BLEU against source length "
+        "(one line a model), their training curves on one figure, and attention heatmaps of "
+        "given sentences for every attention model.",
+    )
+    plot.add_argument("--out", required=True, help="directory for the PNG files")
+    plot.add_argument("--model-dir", action="append", required=True, dest="model_dirs",
+                      metavar="DIR", help="a trained model directory; repeat to compare models")
+    add_data(plot)
+    plot.add_argument("--sentence", action="append", dest="sentences", metavar="TEXT",
+                      help="a sentence whose attention to draw; repeatable (default: a few "
+                      "sample sentences)")
+    plot.add_argument("--splits", default="test", choices=("test", "validation,test"),
+                      help="held-out sentences scored by length: the test split (default) or "
+                      "validation and test pooled, for more long sentences")
     return parser
 
 
@@ -205,10 +223,7 @@ def run_train(args: argparse.Namespace) -> None:
                    strategy=args.strategy)
     print(f"trained in {result.seconds / 60:.1f} min, {len(result.history.get('loss', []))} "
           f"epochs (stopped by: {result.stop_reason}); model written to {result.model_dir}")
-    trained = result.trained
-    translator = Translator(
-        trained.config, trained.training_model, trained.source_vocabulary, trained.target_vocabulary
-    )
+    translator = Translator.from_trained(result.trained)
     report_test_scores(translator, data_lib.references_by_source(result.prepared.splits.test))
     if not config.reverse:
         for sentence, translation in zip(SAMPLE_SENTENCES, translator.translate(list(SAMPLE_SENTENCES))):
@@ -227,14 +242,7 @@ def load_translator(model_dir: str, beam_width: int = 1):
     from seq2seq_keras.decode import Translator
     from seq2seq_keras.model_dir import load_trained_model
 
-    trained = load_trained_model(model_dir)
-    return Translator(
-        trained.config,
-        trained.training_model,
-        trained.source_vocabulary,
-        trained.target_vocabulary,
-        beam_width=beam_width,
-    )
+    return Translator.from_trained(load_trained_model(model_dir), beam_width=beam_width)
 
 
 def run_translate(args: argparse.Namespace) -> None:
@@ -246,13 +254,10 @@ def run_translate(args: argparse.Namespace) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> None:
     from seq2seq_keras import data as data_lib
+    from seq2seq_keras.compare import held_out_references
 
     translator = load_translator(args.model_dir)
-    config = translator.config
-    pairs = data_lib.read_pairs(
-        data_lib.resolve_data_file(args.data), max_pairs=config.max_pairs, reverse=config.reverse
-    ).pairs
-    references = data_lib.references_by_source(data_lib.split_pairs(pairs).test)
+    references = held_out_references(translator.config, data_lib.resolve_data_file(args.data))
     report_test_scores(translator, references, label=" (greedy)")
     if args.beam > 1:
         translator.beam_width = args.beam  # same compiled decoder, beam search instead
@@ -272,11 +277,27 @@ def run_export(args: argparse.Namespace) -> None:
     print(f"exported to {version_dir} (signatures: {signatures})")
 
 
+def run_plot(args: argparse.Namespace) -> None:
+    from seq2seq_keras import compare
+    from seq2seq_keras import data as data_lib
+
+    models = compare.load_models(args.model_dirs)
+    splits = args.splits.split(",")
+    buckets = compare.bleu_by_length_of_models(models, data_lib.resolve_data_file(args.data), splits)
+    written = compare.draw_figures(
+        models, args.out, buckets, sentences=args.sentences or SAMPLE_SENTENCES,
+        bleu_title=f"Greedy BLEU by source length ({' + '.join(splits)})",
+    )
+    for path in written:
+        print(path)
+
+
 COMMANDS = {
     "train": run_train,
     "translate": run_translate,
     "evaluate": run_evaluate,
     "export": run_export,
+    "plot": run_plot,
 }
 
 

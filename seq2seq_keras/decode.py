@@ -221,6 +221,12 @@ class Translator:
         self.decoder = search.GraphDecoder(training_model, config.max_decode_length)
         self.beam_width = beam_width
 
+    @classmethod
+    def from_trained(cls, trained, beam_width: int = 1) -> "Translator":
+        """The translator of a `model_dir.TrainedModel` (a loaded or just-trained model)."""
+        return cls(trained.config, trained.training_model, trained.source_vocabulary,
+                   trained.target_vocabulary, beam_width=beam_width)
+
     def source_ids(self, sentences: list[str]) -> tf.RaggedTensor:
         """Ragged `(batch, None)` source ids, truncated to the configured maximum length."""
         ragged = self.source_vectorizer(tf.constant(sentences, dtype=tf.string))

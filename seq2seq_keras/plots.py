@@ -1,4 +1,9 @@
-"""Figures a person would rather look at than read: training curves (and more to come)."""
+"""Figures a person would rather look at than read.
+
+Training curves (one run, or several on one figure), the decoder's next-token probabilities,
+BLEU against source length (the bottleneck of the fixed-size context vector, measured) and
+attention heatmaps. Every function writes one PNG and returns its path; none opens a window.
+"""
 
 from __future__ import annotations
 
@@ -42,6 +47,35 @@ def plot_training_curves(history: dict[str, list[float]], path: str | Path, titl
     plt.close(figure)
     return Path(path)
 
+
+def plot_runs(histories_by_label: dict[str, dict[str, list[float]]], path: str | Path) -> Path:
+    """Draw the training curves of several runs on one figure: one colour a run.
+
+    Solid lines are validation, dashed lines training, so runs are compared where it matters
+    (held-out loss) while overfitting stays visible as the gap between a run's two lines.
+
+    Args:
+      histories_by_label: e.g. `{"classic": read_history(a), "luong": read_history(b)}`.
+      path: the PNG to write.
+    """
+    figure, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(11, 4))
+    for axis, (metric, panel_title) in zip(axes, CURVE_PANELS):
+        for index, (label, history) in enumerate(histories_by_label.items()):
+            colour = f"C{index}"
+            for prefix, style, suffix in (("val_", "-", "validation"), ("", "--", "train")):
+                values = history.get(prefix + metric)
+                if values:
+                    epochs = range(1, len(values) + 1)
+                    axis.plot(epochs, values, style, color=colour, marker="o", markersize=3,
+                              label=f"{label} {suffix}")
+        axis.set_title(panel_title)
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)
 
 
 def top_tokens(probabilities, vocabulary: list[str], top_k: int = 10) -> list[tuple[str, float]]:
@@ -121,6 +155,71 @@ def plot_bleu_by_length(buckets_by_label: dict, path: str | Path, title: str = "
     axis.legend()
     if title:
         axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)
+
+
+def plot_bleu_against_length(buckets_by_label: dict, path: str | Path, title: str = "") -> Path:
+    """Draw BLEU against source length, one line a model: the bottleneck, measured.
+
+    The reference text's figure of BLEU decaying with sentence length, from real scores. Each
+    point is a bucket's corpus BLEU at the bucket's middle length; its sentence count is written
+    beside the first model's points, since a bucket of six sentences says little.
+
+    Args:
+      buckets_by_label: e.g. `{"classic": buckets, "attention": buckets}`, each a list of
+        `evaluate.LengthBucket`; the models may have different buckets.
+      path: the PNG to write.
+    """
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    for index, (label, buckets) in enumerate(buckets_by_label.items()):
+        middles = [(bucket.min_words + bucket.max_words) / 2 for bucket in buckets]
+        axis.plot(middles, [bucket.bleu for bucket in buckets], marker="o", label=label)
+        if index == 0:
+            for middle, bucket in zip(middles, buckets):
+                axis.annotate(f"n={bucket.num_sentences}", (middle, bucket.bleu), fontsize=7,
+                              textcoords="offset points", xytext=(0, 6), ha="center")
+    axis.set_xlabel("source length (words, bucket middle)")
+    axis.set_ylabel("BLEU")
+    axis.set_ylim(bottom=0)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    if title:
+        axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)
+
+
+def plot_attention(
+    weights, source_tokens: list[str], target_tokens: list[str], path: str | Path, title: str = ""
+) -> Path:
+    """Draw one sentence's attention weights as a heatmap: target tokens down, source across.
+
+    Row `t` is where the decoder looked while writing target token `t`; a good model shows a
+    roughly diagonal band that bends where the two languages order words differently.
+
+    Args:
+      weights: `(len(target_tokens), len(source_tokens))` weights (any array-like), rows sum to 1.
+      source_tokens, target_tokens: the labels of the columns and the rows.
+      path: the PNG to write.
+    """
+    rows = [[float(value) for value in row[: len(source_tokens)]]
+            for row in list(weights)[: len(target_tokens)]]
+    figure, axis = plt.subplots(
+        figsize=(1.0 + 0.45 * max(len(source_tokens), 4), 1.0 + 0.4 * max(len(target_tokens), 4))
+    )
+    image = axis.imshow(rows, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    axis.set_xticks(range(len(source_tokens)), source_tokens, rotation=60, ha="right")
+    axis.set_yticks(range(len(target_tokens)), target_tokens)
+    axis.set_xlabel("source")
+    axis.set_ylabel("translation")
+    figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
+    if title:
+        axis.set_title(title, fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -25,7 +25,7 @@ def last_line(text: str) -> str:
     return text.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("command", ["train", "translate", "evaluate"])
+@pytest.mark.parametrize("command", ["train", "translate", "evaluate", "export", "plot"])
 def test_every_command_has_help(command):
     completed = run_cli(command, "--help")
     assert completed.returncode == 0

@@ -36,3 +36,27 @@ def test_bleu_by_length_figure_draws_several_series(tmp_path):
     beam = [LengthBucket(1, 3, 900, 42.5), LengthBucket(4, 6, 1000, 31.0)]
     path = plots.plot_bleu_by_length({"greedy": greedy, "beam 4": beam}, tmp_path / "bleu.png")
     assert path.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_bleu_against_length_draws_models_with_different_buckets(tmp_path):
+    classic = [LengthBucket(1, 3, 900, 41.0), LengthBucket(4, 6, 1000, 30.5),
+               LengthBucket(13, 15, 54, 7.2)]
+    attention = [LengthBucket(1, 3, 900, 43.0), LengthBucket(4, 6, 1000, 35.0)]
+    path = plots.plot_bleu_against_length(
+        {"classic": classic, "attention": attention}, tmp_path / "decay.png", title="test"
+    )
+    assert path.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_training_curves_of_several_runs_share_one_figure(tmp_path):
+    history = {"loss": [3.0, 2.0], "val_loss": [3.1, 2.5], "masked_accuracy": [0.2, 0.4]}
+    path = plots.plot_runs({"classic": history, "luong": {"loss": [2.5]}}, tmp_path / "runs.png")
+    assert path.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_attention_heatmap_is_a_png(tmp_path):
+    weights = [[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.0, 0.0, 1.0]]
+    path = plots.plot_attention(
+        weights, ["thank", "you", "."], ["gracias", ".", "[END]"], tmp_path / "map.png"
+    )
+    assert path.read_bytes().startswith(PNG_SIGNATURE)
