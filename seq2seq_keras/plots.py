@@ -17,6 +17,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 # (history column, panel title) pairs drawn by `plot_training_curves`.
 CURVE_PANELS = (("loss", "Masked cross-entropy"), ("masked_accuracy", "Masked token accuracy"))
+# Resolution of every PNG: sharp in a README and a notebook, a few tens of kB a figure.
+FIGURE_DPI = 100
+
+
+def save_figure(figure, path: str | Path) -> Path:
+    """Lay out, write as PNG and close `figure` (closed figures free their memory); return path."""
+    figure.tight_layout()
+    figure.savefig(path, dpi=FIGURE_DPI)
+    plt.close(figure)
+    return Path(path)
 
 
 def read_history(path: str | Path) -> dict[str, list[float]]:
@@ -42,10 +52,7 @@ def plot_training_curves(history: dict[str, list[float]], path: str | Path, titl
         axis.legend()
     if title:
         figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return Path(path)
+    return save_figure(figure, path)
 
 
 def plot_runs(histories_by_label: dict[str, dict[str, list[float]]], path: str | Path) -> Path:
@@ -72,10 +79,7 @@ def plot_runs(histories_by_label: dict[str, dict[str, list[float]]], path: str |
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return Path(path)
+    return save_figure(figure, path)
 
 
 def top_tokens(probabilities, vocabulary: list[str], top_k: int = 10) -> list[tuple[str, float]]:
@@ -122,10 +126,7 @@ def plot_next_token_probabilities(
     axis.grid(axis="x", alpha=0.3)
     if title:
         axis.set_title(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return Path(path)
+    return save_figure(figure, path)
 
 
 def plot_bleu_by_length(buckets_by_label: dict, path: str | Path, title: str = "") -> Path:
@@ -155,10 +156,7 @@ def plot_bleu_by_length(buckets_by_label: dict, path: str | Path, title: str = "
     axis.legend()
     if title:
         axis.set_title(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return Path(path)
+    return save_figure(figure, path)
 
 
 def plot_bleu_against_length(buckets_by_label: dict, path: str | Path, title: str = "") -> Path:
@@ -188,10 +186,7 @@ def plot_bleu_against_length(buckets_by_label: dict, path: str | Path, title: st
     axis.legend()
     if title:
         axis.set_title(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return Path(path)
+    return save_figure(figure, path)
 
 
 def plot_attention(
@@ -220,7 +215,4 @@ def plot_attention(
     figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
     if title:
         axis.set_title(title, fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return Path(path)
+    return save_figure(figure, path)
