@@ -27,6 +27,7 @@ teacher-forced target, so training is the same `model.fit` on the same dataset.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import keras
@@ -158,7 +159,13 @@ def attend(layers: AttentionLayers, decoder_outputs, values, keys, source_mask):
       `(batch, target_len, units)` attentional outputs h̃_t, and the attention weights
       `(batch, target_len, source_len)` (each row sums to 1 over the unpadded positions).
     """
-    query = decoder_outputs if layers.query is None else layers.query(decoder_outputs)
+    if layers.query is None:
+        # Luong's dot score, scaled by 1/sqrt(units) as in Vaswani et al. (2017). Unscaled, the
+        # scores of 512-unit states start large enough to saturate the softmax; measured here,
+        # the weights then collapsed onto the last source token for good (docs/variants.md).
+        query = decoder_outputs * (1.0 / math.sqrt(decoder_outputs.shape[-1]))
+    else:
+        query = layers.query(decoder_outputs)
     # The query mask is not passed: padded target positions are ignored by the loss anyway.
     context, weights = layers.attention(
         [query, values, keys], mask=[None, source_mask], return_attention_scores=True
