@@ -111,7 +111,9 @@ def attention_alignments(trained: TrainedModel, sentences: Sequence[str]) -> lis
     from seq2seq_keras.export import serving_translator  # builds tf.functions: only when asked
 
     if trained.config.attention == "none":
-        raise ValueError("this model has no attention to draw (it was trained with attention none).")
+        raise ValueError(
+            "this model has no attention to draw (it was trained with attention none)."
+        )
     outputs = serving_translator(trained).translate_with_attention(tf.constant(list(sentences)))
     alignments = []
     for weights, source_row, target_row in zip(

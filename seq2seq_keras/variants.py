@@ -17,9 +17,10 @@ teacher-forced target, so training is the same `model.fit` on the same dataset.
 - **Attention** (Luong et al. 2015, *without* input feeding): after the decoder RNN, each
   step's output `h_t` scores every unpadded source position, the softmax of the scores weights
   the encoder outputs into a context `c_t`, and `h̃_t = tanh(W_c [c_t; h_t])` goes to the
-  softmax layer. "luong" scores with Luong's *general* form `h_t · W_a h̄_s`; "bahdanau" with
-  Bahdanau's additive form `v_a · tanh(W_a h_t + U_a h̄_s)`, but on the current output `h_t`
-  and without feeding the context back into the RNN (docs/variants.md says what that changes).
+  softmax layer. "luong" scores with Luong's *general* form, scaled: `h_t · W_a h̄_s / √units`;
+  "bahdanau" with Bahdanau's additive form `v_a · tanh(W_a h_t + U_a h̄_s)`, but on the current
+  output `h_t` and without feeding the context back into the RNN (docs/variants.md says what
+  that changes).
 
 `ModelLayers` finds every layer of any variant (classic included) by name; `decode` and
 `search` rebuild their decoders from it.
@@ -136,7 +137,8 @@ def make_attention_layers(config: Seq2SeqConfig) -> AttentionLayers:
         config.units, use_bias=False, name=name, **kwargs
     )
     if config.attention == "luong":
-        # score(h_t, h̄_s) = h_t · (W_a h̄_s): a dot product with projected keys.
+        # score(h_t, h̄_s) = h_t · (W_a h̄_s) / sqrt(units): a scaled dot product with
+        # projected keys (the scale is applied to the query in `attend`).
         query, attention = None, keras.layers.Attention(name=model_lib.ATTENTION)
     else:
         # score(h_t, h̄_s) = v_a · tanh(W_a h_t + U_a h̄_s); Keras' `scale` is v_a.
