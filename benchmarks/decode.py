@@ -32,8 +32,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from seq2seq_keras import data as data_lib  # noqa: E402
+from seq2seq_keras import text as text_lib  # noqa: E402
 from seq2seq_keras import evaluate, export, search  # noqa: E402
-from seq2seq_keras.data import END_ID, PAD_ID, START_ID  # noqa: E402
+from seq2seq_keras.text import END_ID, PAD_ID, START_ID  # noqa: E402
 from seq2seq_keras.decode import (  # noqa: E402
     build_inference_models,
     detokenize,
@@ -124,7 +125,7 @@ def main(argv=None) -> int:
         data_lib.resolve_data_file(args.data), max_pairs=config.max_pairs, reverse=config.reverse
     ).pairs
     references = data_lib.references_by_source(data_lib.split_pairs(pairs).test)
-    vectorizer = data_lib.make_vectorizer(trained.source_vocabulary)
+    vectorizer = text_lib.make_vectorizer(trained.source_vocabulary)
     ragged = vectorizer(tf.constant(list(references)))[:, : config.max_source_length]
     sources, id_rows = [], []
     for source, row in zip(references, ragged.to_list()):

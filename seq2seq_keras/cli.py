@@ -14,6 +14,15 @@ import os
 import sys
 from pathlib import Path
 
+from seq2seq_keras.config import (
+    ATTENTIONS,
+    CELLS,
+    PRECISIONS,
+    STRATEGIES,
+    Seq2SeqConfig,
+    check_beam_width,
+)
+
 # Quiet TensorFlow's C++ start-up chatter before it is imported; a user can still override it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -47,14 +56,11 @@ def add_data(parser: argparse.ArgumentParser) -> None:
 
 
 def beam_width(text: str) -> int:
-    """argparse type of `--beam`: an integer >= 1 (1 is greedy decoding)."""
+    """argparse type of `--beam`: a beam width `config.check_beam_width` accepts."""
     try:
-        width = int(text)
-    except ValueError:
-        width = 0
-    if width < 1:
-        raise argparse.ArgumentTypeError(f"takes an integer >= 1 (1 is greedy), not {text!r}")
-    return width
+        return check_beam_width(int(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_model_dir(train)
     add_data(train)
-    defaults = _default_config()
+    defaults = Seq2SeqConfig()
     train.add_argument("--max-pairs", type=int, default=defaults.max_pairs,
                        help="use only the first N pairs of the file, before the split (0: all)")
     train.add_argument("--epochs", type=int, default=defaults.epochs,
@@ -90,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the encoder reads the source backwards, as Sutskever et al. (2014) "
                        "(default: on for the one-layer unidirectional encoder without "
                        "attention, the only one it works for; --no-reverse-source reads forwards)")
-    train.add_argument("--cell", default=defaults.cell, choices=("lstm", "gru"),
+    train.add_argument("--cell", default=defaults.cell, choices=CELLS,
                        help=f"recurrent cell of encoder and decoder (default: {defaults.cell})")
     train.add_argument("--bidirectional", action="store_true",
                        help="bidirectional encoder, units/2 per direction; [forward; backward] "
@@ -101,17 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dropout", type=float, default=defaults.dropout,
                        help=f"dropout on every RNN layer's inputs (default: {defaults.dropout})")
     train.add_argument("--attention", default=defaults.attention,
-                       choices=("none", "bahdanau", "luong"),
+                       choices=ATTENTIONS,
                        help="attention over the source at every decoder step "
                        f"(default: {defaults.attention}; docs/variants.md)")
     train.add_argument("--reverse", action="store_true",
                        help="translate the second column into the first (Spanish→English)")
     train.add_argument("--logdir", help="write TensorBoard logs here")
     train.add_argument("--precision", default=defaults.precision,
-                       choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+                       choices=PRECISIONS,
                        help="numeric precision; auto: bfloat16 on CPUs that have it, float16 on "
                        "GPUs, else float32 (softmax and loss are always float32)")
-    train.add_argument("--strategy", default="default", choices=("default", "mirrored", "multiworker"),
+    train.add_argument("--strategy", default="default", choices=STRATEGIES,
                        help="tf.distribute: one device (default), every local GPU (mirrored), "
                        "or the workers named in $TF_CONFIG (multiworker)")
     train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
@@ -173,25 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _default_config():
-    from seq2seq_keras.config import Seq2SeqConfig
-
-    return Seq2SeqConfig()
-
-
 def config_from_args(args: argparse.Namespace):
-    """The `Seq2SeqConfig` a `train` command line asks for.
-
-    Reading the source backwards is the default only where it works (see `--reverse-source`).
-    """
-    reverse_source = args.reverse_source
-    if reverse_source is None:
-        reverse_source = (
-            _default_config().reverse_source and args.num_layers == 1
-            and not args.bidirectional and args.attention == "none"
-        )
+    """The `Seq2SeqConfig` a `train` command line asks for (`--reverse-source` unset: the config
+    reads the source backwards where that works)."""
     return dataclasses.replace(
-        _default_config(),
+        Seq2SeqConfig(),
         max_pairs=args.max_pairs,
         epochs=args.epochs,
         units=args.units,
@@ -200,7 +192,7 @@ def config_from_args(args: argparse.Namespace):
         learning_rate=args.learning_rate,
         max_train_seconds=args.max_minutes * 60,
         reverse=args.reverse,
-        reverse_source=reverse_source,
+        reverse_source=args.reverse_source,
         precision=args.precision,
         cell=args.cell,
         bidirectional=args.bidirectional,

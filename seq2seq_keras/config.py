@@ -13,9 +13,25 @@ import json
 from pathlib import Path
 
 CONFIG_FILENAME = "config.json"
-# The recurrent cells and attention mechanisms a config can name (docs/variants.md).
-CELLS = ("lstm", "gru")
+# The choices a config (and so the command line) can name; the CLI imports these lists.
+CELLS = ("lstm", "gru")  # the recurrent cell (docs/variants.md)
 ATTENTIONS = ("none", "luong", "bahdanau")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # see `precision` below
+STRATEGIES = ("default", "mirrored", "multiworker")  # tf.distribute (seq2seq_keras.distribute)
+# Wider beams cost time linearly and rarely help an LSTM translator. A Python caller asking for
+# more gets a ValueError; a served request is clipped to this width.
+MAX_BEAM_WIDTH = 16
+
+
+def check_beam_width(beam_width: int) -> int:
+    """Return `beam_width` if it is a usable beam width (1 is greedy), else raise ValueError."""
+    if isinstance(beam_width, bool) or not isinstance(beam_width, int):
+        raise ValueError(f"beam_width must be an integer, got {beam_width!r}.")
+    if not 1 <= beam_width <= MAX_BEAM_WIDTH:
+        raise ValueError(
+            f"beam_width must be between 1 (greedy) and {MAX_BEAM_WIDTH}, got {beam_width}."
+        )
+    return beam_width
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +67,9 @@ class Seq2SeqConfig:
     # last the encoder saw, right before the decoder starts writing the first target words.
     # It shortens the path between the words that are translated first, and helps an encoder
     # without attention. Only the encoder's reading order changes; the graph stays the same.
-    reverse_source: bool = True
+    # None (the default) resolves to True where it works, the classic one-layer unidirectional
+    # encoder without attention, and to False elsewhere; the saved config records the result.
+    reverse_source: bool | None = None
     # Dropout on the LSTM inputs (0 disables it).
     dropout: float = 0.0
     # --- The RNN family and attention (docs/variants.md). The defaults are the classic graph:
@@ -102,6 +120,8 @@ class Seq2SeqConfig:
             raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}.")
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}.")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}.")
         if self.num_layers < 1:
             raise ValueError(f"num_layers must be at least 1, got {self.num_layers}.")
         if not 0.0 <= self.dropout < 1.0:
@@ -113,14 +133,29 @@ class Seq2SeqConfig:
             )
         # Keras' go_backwards returns the outputs in reversed order but passes the mask on
         # unreversed, so reading backwards is only allowed where the outputs are not used.
-        if self.reverse_source and (
-            self.bidirectional or self.num_layers > 1 or self.attention != "none"
-        ):
+        reads_outputs = self.bidirectional or self.num_layers > 1 or self.attention != "none"
+        if self.reverse_source is None:
+            object.__setattr__(self, "reverse_source", not reads_outputs)
+        if self.reverse_source and reads_outputs:
             raise ValueError(
                 "reverse_source works only for a one-layer unidirectional encoder without "
                 "attention (a bidirectional encoder already reads both ways; attention sees "
                 "every source position). Set reverse_source=False (--no-reverse-source)."
             )
+
+    @property
+    def is_classic(self) -> bool:
+        """True for the README's classic graph: one LSTM layer each side, no attention.
+
+        Its layers keep the classic names (`encoder_lstm`, `decoder_lstm`); every other
+        configuration numbers its RNN layers (`encoder_rnn_1`, …), see `model.py`.
+        """
+        return (
+            self.cell == "lstm"
+            and not self.bidirectional
+            and self.num_layers == 1
+            and self.attention == "none"
+        )
 
     def to_json(self) -> str:
         """The config as indented JSON, the form stored beside a trained model."""

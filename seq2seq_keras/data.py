@@ -7,10 +7,10 @@ Read top to bottom, this module follows the data:
 2. `read_pairs` reads `source<TAB>target` lines from a `.zip`, `.txt` or `.tsv`, skipping and
    counting malformed lines instead of failing on them.
 3. `split_pairs` makes the fixed train/validation/test split, grouped by source sentence.
-4. `standardize` is the one text-cleaning function, used for training and inference alike.
-5. `build_vocabulary` / `make_vectorizer` turn text into token ids with `TextVectorization`.
-6. `vectorize_pairs` and `make_dataset` build `((source_ids, decoder_input_ids), target_ids)`
-   batches: the teacher-forcing shift lives in exactly one place, `teacher_forcing_pair`.
+4. `vectorize_pairs` turns pairs into token ids with `text.make_vectorizer` (the one
+   standardization and vocabulary), and `make_dataset` builds
+   `((source_ids, decoder_input_ids), target_ids)` batches: the teacher-forcing shift lives in
+   exactly one place, `teacher_forcing_pair`.
 """
 
 from __future__ import annotations
@@ -24,19 +24,14 @@ from pathlib import Path
 
 import keras
 import tensorflow as tf
-import tensorflow_text as tf_text
 
 from seq2seq_keras.config import Seq2SeqConfig
+from seq2seq_keras.text import END_ID, START_ID, make_vectorizer
 
 # The spa-eng pairs used by the TensorFlow and Keras translation tutorials (Tatoeba via
 # manythings.org/anki, CC-BY 2.0).
 SPA_ENG_URL = "http://storage.googleapis.com/download.tensorflow.org/data/spa-eng.zip"
 DATA_ENV_VAR = "SEQ2SEQ_DATA"
-
-# Special tokens. TextVectorization always puts the padding token "" at id 0 and "[UNK]" at
-# id 1; we put the decoder's start and end markers right after them in the target vocabulary.
-PAD_TOKEN, UNK_TOKEN, START_TOKEN, END_TOKEN = "", "[UNK]", "[START]", "[END]"
-PAD_ID, UNK_ID, START_ID, END_ID = 0, 1, 2, 3
 
 # The fixed split: a pair goes to test when crc32(source) % 100 < 2, to validation when < 4.
 # Hashing the source sentence keeps every translation of one source in the same split.
@@ -44,8 +39,6 @@ SPLIT_BUCKETS = 100
 TEST_BUCKETS = 2
 VALIDATION_BUCKETS = 4
 
-# Punctuation that becomes a token of its own; the rest of the punctuation is dropped.
-PUNCTUATION = ".?!,¿¡;:"
 
 
 class DataError(Exception):
@@ -224,70 +217,7 @@ def references_by_source(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
     return references
 
 
-# --- 4. Standardization --------------------------------------------------------------------
-
-
-@keras.saving.register_keras_serializable(package="seq2seq_keras")
-def standardize(text: tf.Tensor) -> tf.Tensor:
-    """Normalize, lowercase and tokenize-by-spaces a batch of sentences (a `tf.string` tensor).
-
-    Why each step: NFKC folds look-alike code points (full-width letters, ligatures, composed
-    vs decomposed accents) into one form, so "é" is one token whatever the keyboard produced.
-    Lowercasing is Unicode-aware, so "É" → "é". Unlike the TensorFlow tutorial we keep accents,
-    "ñ", "¿" and "¡": stripping them produces wrong Spanish ("¿como estas?"). Punctuation that
-    carries meaning becomes a token of its own; other symbols are dropped.
-
-    It is a registered Keras function and pure TensorFlow, so it runs inside `tf.data`, inside
-    the exported SavedModel graph, and in a reloaded `TextVectorization`.
-    """
-    text = tf_text.normalize_utf8(text, "NFKC")
-    text = tf.strings.lower(text, encoding="utf-8")
-    text = tf.strings.regex_replace(text, "[’‘`´]", "'")
-    text = tf.strings.regex_replace(text, f"[^\\pL\\pM\\pN\\s'\\-{PUNCTUATION}]", " ")
-    text = tf.strings.regex_replace(text, f"([{PUNCTUATION}])", r" \1 ")
-    text = tf.strings.regex_replace(text, r"\s+", " ")
-    return tf.strings.strip(text)
-
-
-# --- 5. Vocabularies -----------------------------------------------------------------------
-
-
-def build_vocabulary(
-    sentences: list[str], vocab_size: int, reserved: tuple[str, ...] = ()
-) -> list[str]:
-    """The `vocab_size` most frequent tokens of `sentences`, as `TextVectorization` orders them.
-
-    The list starts with "" and "[UNK]", then the `reserved` tokens (the decoder's markers),
-    then words by falling frequency. `standardize` removes brackets, so a marker can never
-    collide with a real word.
-    """
-    counter = keras.layers.TextVectorization(
-        max_tokens=vocab_size - len(reserved), standardize=standardize
-    )
-    counter.adapt(tf.data.Dataset.from_tensor_slices(sentences).batch(4096))
-    vocabulary = counter.get_vocabulary()
-    return vocabulary[:2] + list(reserved) + vocabulary[2:]
-
-
-def build_vocabularies(
-    pairs: list[tuple[str, str]], config: Seq2SeqConfig
-) -> tuple[list[str], list[str]]:
-    """Source and target vocabularies of `pairs` (the training split), sized by `config`."""
-    source_vocabulary = build_vocabulary([source for source, _ in pairs], config.source_vocab_size)
-    target_vocabulary = build_vocabulary(
-        [target for _, target in pairs], config.target_vocab_size, reserved=(START_TOKEN, END_TOKEN)
-    )
-    return source_vocabulary, target_vocabulary
-
-
-def make_vectorizer(vocabulary: list[str]) -> keras.layers.TextVectorization:
-    """A `TextVectorization` with a fixed vocabulary: text → ragged token ids (unknown → 1)."""
-    return keras.layers.TextVectorization(
-        standardize=standardize, vocabulary=vocabulary, ragged=True
-    )
-
-
-# --- 6. Token ids and the tf.data pipeline -------------------------------------------------
+# --- 4. Token ids and the tf.data pipeline -------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -392,21 +322,3 @@ def make_dataset(
 def describe_counts(counts: collections.Counter) -> str:
     """A short human summary of skip/drop counts, e.g. `no_tab=3, empty_side=1`."""
     return ", ".join(f"{reason}={count}" for reason, count in sorted(counts.items())) or "none"
-
-
-__all__ = [
-    "DataError",
-    "PairsFile",
-    "Splits",
-    "TokenizedPairs",
-    "build_vocabulary",
-    "build_vocabularies",
-    "make_dataset",
-    "make_vectorizer",
-    "read_pairs",
-    "references_by_source",
-    "resolve_data_file",
-    "split_pairs",
-    "standardize",
-    "vectorize_pairs",
-]

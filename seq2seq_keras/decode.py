@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from seq2seq_keras import search, variants
 from seq2seq_keras.config import Seq2SeqConfig
-from seq2seq_keras.data import END_ID, PAD_ID, PUNCTUATION, START_ID, make_vectorizer
+from seq2seq_keras.text import END_ID, PAD_ID, PUNCTUATION, START_ID, make_vectorizer
 
 logger = logging.getLogger(__name__)
 

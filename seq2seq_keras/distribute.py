@@ -17,7 +17,7 @@ import os
 
 import tensorflow as tf
 
-STRATEGIES = ("default", "mirrored", "multiworker")
+from seq2seq_keras.config import STRATEGIES
 
 
 class DistributeError(Exception):

@@ -37,7 +37,7 @@ import keras
 import tensorflow as tf
 
 from seq2seq_keras.config import CONFIG_FILENAME, Seq2SeqConfig
-from seq2seq_keras.data import PAD_ID, make_vectorizer
+from seq2seq_keras.text import PAD_ID, make_vectorizer
 from seq2seq_keras.decode import detokenize
 from seq2seq_keras.model_dir import MODEL_FILENAME, TrainedModel
 from seq2seq_keras.search import DEFAULT_LENGTH_ALPHA, GraphDecoder, SearchResult

@@ -19,7 +19,7 @@ import keras
 from keras import ops
 
 from seq2seq_keras.config import Seq2SeqConfig
-from seq2seq_keras.data import PAD_ID
+from seq2seq_keras.text import PAD_ID
 
 # Layer names: the contract between the training graph and the inference models.
 SOURCE_INPUT = "source_ids"
@@ -62,7 +62,7 @@ def build_training_model(config: Seq2SeqConfig) -> keras.Model:
     Any other cell, a bidirectional or stacked encoder, or attention is built by
     `seq2seq_keras.variants.build_variant_model`; this function builds the classic graph.
     """
-    if not is_classic(config):
+    if not config.is_classic:
         from seq2seq_keras.variants import build_variant_model  # it imports this module
 
         return build_variant_model(config)

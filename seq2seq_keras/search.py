@@ -32,7 +32,7 @@ import keras
 import tensorflow as tf
 
 from seq2seq_keras import variants
-from seq2seq_keras.data import END_ID, PAD_ID, START_ID
+from seq2seq_keras.text import END_ID, PAD_ID, START_ID
 
 # The step contract shared by all searches (see the module docstring).
 State = Any  # a nest of (batch, ...) tensors, e.g. the LSTM's (h, c)

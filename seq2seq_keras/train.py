@@ -34,8 +34,9 @@ import numpy as np
 import tensorflow as tf
 
 from seq2seq_keras import data as data_lib
+from seq2seq_keras import text as text_lib
 from seq2seq_keras import distribute
-from seq2seq_keras.config import Seq2SeqConfig
+from seq2seq_keras.config import PRECISIONS, Seq2SeqConfig
 from seq2seq_keras.model import build_training_model
 from seq2seq_keras.model_dir import (
     CURVES_FILENAME,
@@ -51,7 +52,7 @@ logger = logging.getLogger(__name__)
 
 # The one file that says which checkpoint files are current; replaced atomically, last.
 CHECKPOINT_FILENAME = "checkpoint.json"
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+
 
 
 class TrainingError(Exception):
@@ -82,7 +83,7 @@ def prepare_data(config: Seq2SeqConfig, data_file: str | os.PathLike) -> Prepare
             f"the split left {len(splits.train)} training and {len(splits.validation)} validation "
             f"pairs from {len(pairs_file.pairs)}: use a larger file or a larger --max-pairs."
         )
-    source_vocabulary, target_vocabulary = data_lib.build_vocabularies(splits.train, config)
+    source_vocabulary, target_vocabulary = text_lib.build_vocabularies(splits.train, config)
     return PreparedData(
         splits=splits,
         skipped_lines=pairs_file.skipped,

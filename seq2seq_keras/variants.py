@@ -36,7 +36,7 @@ from keras import ops
 
 from seq2seq_keras import model as model_lib
 from seq2seq_keras.config import Seq2SeqConfig
-from seq2seq_keras.data import PAD_ID
+from seq2seq_keras.text import PAD_ID
 
 RNN_CLASSES = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
 

@@ -18,6 +18,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from seq2seq_keras import data as data_lib  # noqa: E402
+from seq2seq_keras import text as text_lib  # noqa: E402
 from seq2seq_keras.config import Seq2SeqConfig  # noqa: E402
 from seq2seq_keras.model import build_training_model  # noqa: E402
 
@@ -85,7 +86,7 @@ class TinyModel:
 def build_tiny(config: Seq2SeqConfig, pairs, epochs: int) -> TinyModel:
     """Vocabularies, token ids and a model trained `epochs` full-batch epochs on `pairs`."""
     keras.utils.set_random_seed(config.seed)
-    source_vocabulary, target_vocabulary = data_lib.build_vocabularies(pairs, config)
+    source_vocabulary, target_vocabulary = text_lib.build_vocabularies(pairs, config)
     tokens = data_lib.vectorize_pairs(pairs, source_vocabulary, target_vocabulary, config)
     model = build_training_model(config)
     if epochs:
@@ -101,4 +102,4 @@ def overfit_model(tiny_config) -> TinyModel:
 
 
 def padded(ragged: tf.RaggedTensor) -> np.ndarray:
-    return ragged.to_tensor(data_lib.PAD_ID).numpy()
+    return ragged.to_tensor(text_lib.PAD_ID).numpy()

@@ -8,13 +8,14 @@ import pytest
 import tensorflow as tf
 
 from seq2seq_keras import data as data_lib
+from seq2seq_keras import text as text_lib
 from seq2seq_keras.config import Seq2SeqConfig
 
 from conftest import padded
 
 
 def standardized(*sentences: str) -> list[str]:
-    return [text.decode("utf-8") for text in data_lib.standardize(tf.constant(sentences)).numpy()]
+    return [text.decode("utf-8") for text in text_lib.standardize(tf.constant(sentences)).numpy()]
 
 
 # --- reading files ---------------------------------------------------------------------------
@@ -132,7 +133,7 @@ def test_standardize_normalizes_unicode_forms_and_symbols():
 
 
 def test_standardize_survives_vectorizer_serialization():
-    vectorizer = data_lib.make_vectorizer(["", "[UNK]", "¿", "qué", "?"])
+    vectorizer = text_lib.make_vectorizer(["", "[UNK]", "¿", "qué", "?"])
     # The round trip a saved model goes through: serialize to a JSON-able dict and back.
     serialized = keras.saving.serialize_keras_object(vectorizer)
     clone = keras.saving.deserialize_keras_object(json.loads(json.dumps(serialized)))
@@ -144,11 +145,11 @@ def test_standardize_survives_vectorizer_serialization():
 
 
 def test_vocabulary_reserves_markers_and_unknown_words_map_to_unk():
-    vocabulary = data_lib.build_vocabulary(
-        ["hola hola amigo", "hola"], 10, (data_lib.START_TOKEN, data_lib.END_TOKEN)
+    vocabulary = text_lib.build_vocabulary(
+        ["hola hola amigo", "hola"], 10, (text_lib.START_TOKEN, text_lib.END_TOKEN)
     )
     assert vocabulary[:5] == ["", "[UNK]", "[START]", "[END]", "hola"]
-    assert data_lib.make_vectorizer(vocabulary)(tf.constant(["hola zorro"])).to_list() == [[4, 1]]
+    assert text_lib.make_vectorizer(vocabulary)(tf.constant(["hola zorro"])).to_list() == [[4, 1]]
 
 
 def test_vectorize_pairs_wraps_targets_and_drops_empty_and_too_long():
@@ -156,11 +157,11 @@ def test_vectorize_pairs_wraps_targets_and_drops_empty_and_too_long():
         max_source_length=4, max_target_length=5, source_vocab_size=20, target_vocab_size=20
     )
     pairs = [("a b", "x y"), ("😀", "x"), ("a", "x y z w"), ("a b c d e", "x")]
-    tokens = data_lib.vectorize_pairs(pairs, *data_lib.build_vocabularies(pairs, config), config)
+    tokens = data_lib.vectorize_pairs(pairs, *text_lib.build_vocabularies(pairs, config), config)
     assert len(tokens) == 1
     assert tokens.dropped == collections.Counter({"empty_after_standardize": 1, "too_long": 2})
     target = tokens.target_ids.to_list()[0]
-    assert target[0] == data_lib.START_ID and target[-1] == data_lib.END_ID and len(target) == 4
+    assert target[0] == text_lib.START_ID and target[-1] == text_lib.END_ID and len(target) == 4
 
 
 def test_dataset_is_teacher_forced_right_padded_and_covers_every_pair(tiny_config):
@@ -174,7 +175,7 @@ def test_dataset_is_teacher_forced_right_padded_and_covers_every_pair(tiny_confi
             source_ids.numpy(), decoder_input_ids.numpy(), target_ids.numpy()
         )
         seen += len(source_ids)
-        assert (decoder_input_ids[:, 0] == data_lib.START_ID).all()
+        assert (decoder_input_ids[:, 0] == text_lib.START_ID).all()
         # Teacher forcing: the decoder input is the target shifted right by one.
         np.testing.assert_array_equal(decoder_input_ids[:, 1:], target_ids[:, :-1])
         # Right padding only: every row is real tokens, then nothing but padding.
@@ -182,7 +183,7 @@ def test_dataset_is_teacher_forced_right_padded_and_covers_every_pair(tiny_confi
             for row in part:
                 real = np.flatnonzero(row)
                 assert real.size and (row[: real[-1] + 1] != 0).all()
-        assert (target_ids == data_lib.END_ID).sum() == len(target_ids)
+        assert (target_ids == text_lib.END_ID).sum() == len(target_ids)
     assert seen == len(TINY_PAIRS)
     full_source = padded(tiny.tokens.source_ids)
     assert full_source.shape[0] == len(TINY_PAIRS)
@@ -191,7 +192,7 @@ def test_dataset_is_teacher_forced_right_padded_and_covers_every_pair(tiny_confi
 def test_batches_are_grouped_by_length(spa_eng_path):
     config = Seq2SeqConfig(batch_size=64, source_vocab_size=2000, target_vocab_size=2000)
     pairs = data_lib.read_pairs(spa_eng_path, max_pairs=20000).pairs[::3]
-    tokens = data_lib.vectorize_pairs(pairs, *data_lib.build_vocabularies(pairs, config), config)
+    tokens = data_lib.vectorize_pairs(pairs, *text_lib.build_vocabularies(pairs, config), config)
     real = padding = 0
     for (source_ids, _), target_ids in data_lib.make_dataset(tokens, config):
         real += int(tf.math.count_nonzero(target_ids))

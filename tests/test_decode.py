@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from seq2seq_keras import data as data_lib
+from seq2seq_keras import text as text_lib
 from seq2seq_keras.decode import (
     Translator,
     build_inference_models,
@@ -31,7 +32,7 @@ def test_inference_models_reproduce_teacher_forced_probabilities(overfit_model):
     for step in range(decoder_input_ids.shape[1]):
         tokens = tf.constant(decoder_input_ids[:, step : step + 1])
         probabilities, state_h, state_c = models.decoder_step([tokens, state_h, state_c])
-        real = next_ids[:, step] != data_lib.PAD_ID
+        real = next_ids[:, step] != text_lib.PAD_ID
         difference = np.abs(probabilities.numpy()[:, 0, :] - expected[:, step, :])[real]
         assert difference.max() <= 1e-5, f"step {step}: max difference {difference.max()}"
 
@@ -49,8 +50,8 @@ def test_stepwise_decoder_stops_at_end_and_respects_max_length(overfit_model):
     assert short.shape == (len(source_ids), 2)
     full = greedy_decode_stepwise(models, source_ids, max_length=12)
     for row in full:
-        ends = np.flatnonzero(row == data_lib.END_ID)
-        assert ends.size >= 1 and (row[ends[0] + 1 :] == data_lib.PAD_ID).all()
+        ends = np.flatnonzero(row == text_lib.END_ID)
+        assert ends.size >= 1 and (row[ends[0] + 1 :] == text_lib.PAD_ID).all()
 
 
 def test_detokenize_writes_spanish_punctuation_and_capitalizes():

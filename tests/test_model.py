@@ -4,7 +4,7 @@ import tensorflow as tf
 
 from seq2seq_keras import model as model_lib
 from seq2seq_keras.config import Seq2SeqConfig
-from seq2seq_keras.data import PAD_ID
+from seq2seq_keras.text import PAD_ID
 
 
 @pytest.fixture(scope="module")

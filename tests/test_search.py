@@ -10,12 +10,13 @@ import pytest
 import tensorflow as tf
 
 from seq2seq_keras import data as data_lib
+from seq2seq_keras import text as text_lib
 from seq2seq_keras import search
 from seq2seq_keras.decode import Translator, build_inference_models, greedy_decode_stepwise
 
 from conftest import TINY_PAIRS, build_tiny, padded
 
-PAD, UNK, START, END = data_lib.PAD_ID, data_lib.UNK_ID, data_lib.START_ID, data_lib.END_ID
+PAD, UNK, START, END = text_lib.PAD_ID, text_lib.UNK_ID, text_lib.START_ID, text_lib.END_ID
 # Fake target vocabulary: the four special tokens, then seven words.
 A, B, C, D, E, F, G = range(4, 11)
 VOCAB_SIZE = 11
@@ -219,7 +220,7 @@ def many_source_ids(spa_eng_path, overfit_model):
     """Padded ids of 300 real English sentences (mostly unknown words to the tiny vocabulary)."""
     pairs = data_lib.read_pairs(spa_eng_path, max_pairs=30000).pairs
     sentences = [source for source, _ in pairs[::100]][:300] + [s for s, _ in TINY_PAIRS]
-    vectorizer = data_lib.make_vectorizer(overfit_model.source_vocabulary)
+    vectorizer = text_lib.make_vectorizer(overfit_model.source_vocabulary)
     ragged = vectorizer(tf.constant(sentences))[:, : overfit_model.config.max_source_length]
     ragged = tf.ragged.boolean_mask(ragged, ragged.row_lengths() > 0)
     return padded(ragged)

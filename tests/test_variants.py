@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from seq2seq_keras import cli, export, search, variants
 from seq2seq_keras import data as data_lib
+from seq2seq_keras import text as text_lib
 from seq2seq_keras import model as model_lib
 from seq2seq_keras.config import Seq2SeqConfig
 from seq2seq_keras.decode import (
@@ -27,7 +28,7 @@ from seq2seq_keras.model_dir import TrainedModel
 
 from conftest import TINY_PAIRS, build_tiny, padded
 
-PAD, START, END = data_lib.PAD_ID, data_lib.START_ID, data_lib.END_ID
+PAD, START, END = text_lib.PAD_ID, text_lib.START_ID, text_lib.END_ID
 TRAINING_STEPS = 12  # full-batch epochs: one optimizer step each
 
 VARIANTS = {
@@ -70,7 +71,7 @@ def real_source_ids(spa_eng_path, trained_variants):
     tiny = trained_variants["gru"][0]  # all variants share the vocabularies
     pairs = data_lib.read_pairs(spa_eng_path, max_pairs=30000).pairs
     sentences = [source for source, _ in pairs[::250]][:120] + [s for s, _ in TINY_PAIRS]
-    ragged = data_lib.make_vectorizer(tiny.source_vocabulary)(tf.constant(sentences))
+    ragged = text_lib.make_vectorizer(tiny.source_vocabulary)(tf.constant(sentences))
     ragged = ragged[:, : tiny.config.max_source_length]
     return padded(tf.ragged.boolean_mask(ragged, ragged.row_lengths() > 0))
 
@@ -92,7 +93,7 @@ def test_the_default_config_is_the_classic_graph():
     assert (config.cell, config.bidirectional, config.num_layers, config.attention) == (
         "lstm", False, 1, "none"
     )
-    assert model_lib.is_classic(config)
+    assert config.is_classic
 
 
 @pytest.mark.parametrize(
@@ -103,14 +104,24 @@ def test_the_default_config_is_the_classic_graph():
         (dict(num_layers=0), "num_layers must be at least 1"),
         (dict(dropout=1.0), "dropout must be in"),
         (dict(bidirectional=True, units=33, reverse_source=False), "units\nmust be even|even"),
-        (dict(bidirectional=True), "reverse_source works only"),
-        (dict(attention="luong"), "reverse_source works only"),
-        (dict(num_layers=2), "reverse_source works only"),
+        (dict(bidirectional=True, reverse_source=True), "reverse_source works only"),
+        (dict(attention="luong", reverse_source=True), "reverse_source works only"),
+        (dict(num_layers=2, reverse_source=True), "reverse_source works only"),
+        (dict(precision="float64"), "precision must be one of"),
     ],
 )
 def test_switches_that_do_not_combine_are_refused(switches, message):
     with pytest.raises(ValueError, match=message):
         Seq2SeqConfig(**switches)
+
+
+def test_the_config_reads_the_source_backwards_by_default_only_where_it_works():
+    assert Seq2SeqConfig().reverse_source is True
+    assert Seq2SeqConfig(cell="gru").reverse_source is True
+    for switches in (dict(bidirectional=True), dict(attention="luong"), dict(num_layers=2)):
+        assert Seq2SeqConfig(**switches).reverse_source is False
+    # The resolved value is what a model directory records, so an old config.json reads back.
+    assert Seq2SeqConfig.from_json(Seq2SeqConfig().to_json()) == Seq2SeqConfig()
 
 
 def test_train_flags_set_the_switches_and_reverse_source_only_where_it_works():
