@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import subprocess
 import sys
@@ -117,8 +118,8 @@ def main() -> None:
         long_pooled.append(scores_on(greedy, long_references).bleu)
         test_buckets[model.label] = buckets_on(greedy, test)
         pooled_buckets[model.label] = buckets_on(greedy, pooled)
-        translator.beam_width = BEAM_WIDTH  # the same compiled decoder, beam search instead
-        test_beam.append(evaluate.evaluate_translator(translator.translate, test)[0].bleu)
+        beam = functools.partial(translator.translate, beam_width=BEAM_WIDTH)
+        test_beam.append(evaluate.evaluate_translator(beam, test)[0].bleu)
     lines.append(row("test BLEU, greedy", test_greedy))
     lines.append(row(f"test BLEU, beam {BEAM_WIDTH}", test_beam))
     lines.append(row(f"BLEU on {len(long_references)} sources of {compare.LONG_SOURCE_WORDS}+ "

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import os
 import sys
-from pathlib import Path
 
 from seq2seq_keras.config import (
     ATTENTIONS,
@@ -23,9 +23,9 @@ from seq2seq_keras.config import (
     check_beam_width,
 )
 
-# Quiet TensorFlow's C++ start-up chatter before it is imported; a user can still override it.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
+# TensorFlow's C++ log level without --verbose: 3 keeps its start-up chatter (CUDA stubs on a
+# machine without a GPU, oneDNN notices) out of the terminal. Set before TensorFlow is imported.
+QUIET_TENSORFLOW_LOG_LEVEL = "3"
 DEFAULT_MODEL_DIR = "runs/eng_spa"
 # Root of `export`'s TF Serving layout, EXPORT_DIR/NAME/<version>/ (= export.DEFAULT_EXPORT_ROOT;
 # repeated here so that `--help` does not have to import TensorFlow).
@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m seq2seq_keras",
         description="Train, use and evaluate an LSTM encoder–decoder translator.",
     )
+    parser.add_argument("--verbose", action="store_true", dest="tensorflow_logs",
+                        help="show TensorFlow's start-up and C++ log messages (give it before "
+                        "the command)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser(
@@ -132,6 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_dir(translate)
     translate.add_argument("--beam", type=beam_width, default=1, metavar="K",
                            help="beam search with K hypotheses (default: 1, greedy decoding)")
+    translate.add_argument("--sample", action="store_true",
+                           help="sample each token from the model's distribution instead of "
+                           "searching (see --temperature, --seed)")
+    translate.add_argument("--temperature", type=float, default=1.0, metavar="T",
+                           help="with --sample: divide the log-probabilities by T > 0; lower is "
+                           "closer to greedy (default: 1.0)")
+    translate.add_argument("--seed", type=int, default=0, metavar="S",
+                           help="with --sample: the same seed gives the same translations "
+                           "(default: 0)")
     translate.add_argument("sentences", nargs="*", help="sentences to translate")
 
     evaluate = commands.add_parser(
@@ -204,8 +216,8 @@ def config_from_args(args: argparse.Namespace):
 
 def run_train(args: argparse.Namespace) -> None:
     from seq2seq_keras import data as data_lib
-    from seq2seq_keras.decode import Translator
     from seq2seq_keras.train import TrainingError, train
+    from seq2seq_keras.translator import Translator
 
     try:
         config = config_from_args(args)
@@ -222,25 +234,33 @@ def run_train(args: argparse.Namespace) -> None:
             print(f"{sentence}  →  {translation}")
 
 
-def report_test_scores(translator, references: dict[str, list[str]], label: str = "") -> None:
+def report_test_scores(
+    translator, references: dict[str, list[str]], label: str = "", beam_width: int = 1
+) -> None:
     from seq2seq_keras.evaluate import evaluate_translator, format_length_table, format_scores
 
-    scores, buckets, _ = evaluate_translator(translator.translate, references)
+    translate = functools.partial(translator.translate, beam_width=beam_width)
+    scores, buckets, _ = evaluate_translator(translate, references)
     print(f"test split{label}: {format_scores(scores)}")
     print(format_length_table(buckets))
 
 
-def load_translator(model_dir: str, beam_width: int = 1):
-    from seq2seq_keras.decode import Translator
+def load_translator(model_dir: str):
     from seq2seq_keras.model_dir import load_trained_model
+    from seq2seq_keras.translator import Translator
 
-    return Translator.from_trained(load_trained_model(model_dir), beam_width=beam_width)
+    return Translator.from_trained(load_trained_model(model_dir))
 
 
 def run_translate(args: argparse.Namespace) -> None:
-    translator = load_translator(args.model_dir, beam_width=args.beam)
-    sentences = args.sentences or [line.rstrip("\r\n") for line in sys.stdin]
-    for translation in translator.translate(sentences):
+    translator = load_translator(args.model_dir)
+    # Standard input is read as bytes: the translator repairs invalid UTF-8 like the export.
+    sentences = args.sentences or [line.rstrip(b"\r\n") for line in sys.stdin.buffer]
+    temperature = args.temperature if args.sample else None
+    translations = translator.translate(
+        sentences, beam_width=args.beam, temperature=temperature, seed=args.seed
+    )
+    for translation in translations:
         print(translation)
 
 
@@ -252,21 +272,19 @@ def run_evaluate(args: argparse.Namespace) -> None:
     references = held_out_references(translator.config, data_lib.resolve_data_file(args.data))
     report_test_scores(translator, references, label=" (greedy)")
     if args.beam > 1:
-        translator.beam_width = args.beam  # same compiled decoder, beam search instead
-        report_test_scores(translator, references, label=f" (beam {args.beam})")
+        report_test_scores(translator, references, f" (beam {args.beam})", beam_width=args.beam)
 
 
 def run_export(args: argparse.Namespace) -> None:
     from seq2seq_keras.export import check_name, export_saved_model
     from seq2seq_keras.model_dir import load_trained_model
+    from seq2seq_keras.translator import signature_names
 
     check_name(args.name)  # before the seconds spent loading the model
     trained = load_trained_model(args.model_dir)
     version_dir = export_saved_model(trained, args.name, args.export_dir)
-    signatures = "serving_default, beam_search"
-    if trained.config.attention != "none":
-        signatures += ", attention"
-    print(f"exported to {version_dir} (signatures: {signatures})")
+    names = signature_names(trained.config.attention != "none")
+    print(f"exported to {version_dir} (signatures: {', '.join(names)})")
 
 
 def run_plot(args: argparse.Namespace) -> None:
@@ -293,9 +311,36 @@ COMMANDS = {
 }
 
 
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow (and its text ops) without its C++ start-up lines on the terminal.
+
+    `TF_CPP_MIN_LOG_LEVEL` quiets TensorFlow's logging once it is set up, but the lines it
+    writes while its libraries load (oneDNN notices, "Could not find cuda drivers", the abseil
+    warning before them) go straight to file descriptor 2. So descriptor 2 points at the null
+    device for the duration of the import, and is restored before anything of ours runs.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", QUIET_TENSORFLOW_LOG_LEVEL)
+    sys.stderr.flush()
+    saved_stderr = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null_device:
+            os.dup2(null_device.fileno(), 2)
+        import tensorflow  # noqa: F401
+        import tensorflow_text  # noqa: F401
+    finally:
+        os.dup2(saved_stderr, 2)
+        os.close(saved_stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; return the process exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "translate" and args.sample and (args.beam > 1 or args.temperature <= 0):
+        parser.error("translate --sample takes --temperature > 0 and no --beam (it draws "
+                     "tokens instead of searching)")
+    if not args.tensorflow_logs:
+        import_tensorflow_quietly()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # TensorFlow's own INFO lines (one per traced all-reduce under --strategy) are not ours.
     logging.getLogger("tensorflow").setLevel(logging.WARNING)

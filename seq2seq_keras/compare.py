@@ -22,7 +22,7 @@ import tensorflow as tf
 from seq2seq_keras import data as data_lib
 from seq2seq_keras import evaluate, plots
 from seq2seq_keras.config import Seq2SeqConfig
-from seq2seq_keras.decode import Translator
+from seq2seq_keras.translator import Translator, TranslatorModule
 from seq2seq_keras.model_dir import HISTORY_FILENAME, TrainedModel, load_trained_model
 
 # The held-out splits a model can be scored on (the training split is never scored).
@@ -43,8 +43,8 @@ class LoadedModel:
     model_dir: Path
     trained: TrainedModel
 
-    def translator(self, beam_width: int = 1) -> Translator:
-        return Translator.from_trained(self.trained, beam_width)
+    def translator(self) -> Translator:
+        return Translator.from_trained(self.trained)
 
 
 def model_labels(model_dirs: Sequence[str | Path]) -> list[str]:
@@ -102,19 +102,19 @@ class Alignment:
 def attention_alignments(trained: TrainedModel, sentences: Sequence[str]) -> list[Alignment]:
     """The greedy translation of each sentence with its attention weights, token by token.
 
-    Uses the export's attention signature, so the figure shows exactly what a served model
-    returns. A sentence with no source token gets an empty alignment.
+    Uses the translator's attention entry point (the export's `attention` signature), so the
+    figure shows exactly what a served model returns. A sentence with no source token gets an
+    empty alignment.
 
     Raises:
       ValueError: the model has no attention (`--attention none`).
     """
-    from seq2seq_keras.export import serving_translator  # builds tf.functions: only when asked
-
     if trained.config.attention == "none":
         raise ValueError(
             "this model has no attention to draw (it was trained with attention none)."
         )
-    outputs = serving_translator(trained).translate_with_attention(tf.constant(list(sentences)))
+    module = TranslatorModule.from_trained(trained)
+    outputs = module.translate_with_attention(tf.constant(list(sentences)))
     alignments = []
     for weights, source_row, target_row in zip(
         outputs["attention_weights"].numpy(),

@@ -1,4 +1,4 @@
-"""Data: sentence pairs → fixed split → TextVectorization → a `tf.data` pipeline for `model.fit`.
+"""Data: sentence pairs → fixed split → token ids, with every skipped or dropped pair counted.
 
 Read top to bottom, this module follows the data:
 
@@ -8,9 +8,11 @@ Read top to bottom, this module follows the data:
    counting malformed lines instead of failing on them.
 3. `split_pairs` makes the fixed train/validation/test split, grouped by source sentence.
 4. `vectorize_pairs` turns pairs into token ids with `text.make_vectorizer` (the one
-   standardization and vocabulary), and `make_dataset` builds
-   `((source_ids, decoder_input_ids), target_ids)` batches: the teacher-forcing shift lives in
-   exactly one place, `teacher_forcing_pair`.
+   standardization and vocabulary), the targets wrapped in `[START] … [END]`.
+5. `prepare_data` does all of it for a training run, with vocabularies built on the training
+   split only, and `describe_data` says what was read, skipped and dropped.
+
+`pipeline.make_dataset` then turns the token ids into `tf.data` batches.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import keras
 import tensorflow as tf
 
 from seq2seq_keras.config import Seq2SeqConfig
-from seq2seq_keras.text import END_ID, START_ID, make_vectorizer
+from seq2seq_keras.text import END_ID, START_ID, build_vocabularies, make_vectorizer
 
 # The spa-eng pairs used by the TensorFlow and Keras translation tutorials (Tatoeba via
 # manythings.org/anki, CC-BY 2.0).
@@ -38,7 +40,6 @@ DATA_ENV_VAR = "SEQ2SEQ_DATA"
 SPLIT_BUCKETS = 100
 TEST_BUCKETS = 2
 VALIDATION_BUCKETS = 4
-
 
 
 class DataError(Exception):
@@ -217,7 +218,7 @@ def references_by_source(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
     return references
 
 
-# --- 4. Token ids and the tf.data pipeline -------------------------------------------------
+# --- 4. Token ids --------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -274,51 +275,56 @@ def add_markers(target_ids: tf.RaggedTensor) -> tf.RaggedTensor:
     return tf.concat([start, target_ids, end], axis=1)
 
 
-def teacher_forcing_pair(source_ids: tf.Tensor, target_ids: tf.Tensor):
-    """Teacher forcing: `(source, target[:, :-1]) → target[:, 1:]`.
-
-    The decoder reads `[START] y1 … yn` and learns to predict `y1 … yn [END]`: at every step
-    its input is the true previous token, not its own guess.
-    """
-    return (source_ids, target_ids[:, :-1]), target_ids[:, 1:]
+# --- 5. Everything a training run needs ----------------------------------------------------
 
 
-def length_buckets(max_length: int) -> list[int]:
-    """Bucket boundaries for grouping batches by length: fine for short, coarse for long."""
-    boundaries = [4, 6, 8, 10, 12, 14, 16, 20, 24, 32, 48]
-    return [boundary for boundary in boundaries if boundary < max_length]
+@dataclasses.dataclass
+class PreparedData:
+    """The split pairs, the vocabularies built on the training split, and their token ids."""
+
+    splits: Splits
+    skipped_lines: collections.Counter
+    source_vocabulary: list[str]
+    target_vocabulary: list[str]
+    train_tokens: TokenizedPairs
+    validation_tokens: TokenizedPairs
 
 
-def make_dataset(
-    tokens: TokenizedPairs, config: Seq2SeqConfig, shuffle: bool = True
-) -> tf.data.Dataset:
-    """Batches of `((source_ids, decoder_input_ids), target_ids)`, right-padded with 0.
-
-    Pairs of similar length are batched together (`bucket_by_sequence_length`), so a batch of
-    short sentences is not padded to the length of a long one: padding costs compute in every
-    LSTM step and softmax. Shuffling happens before bucketing, so batches still vary by epoch.
-    """
-    dataset = tf.data.Dataset.from_tensor_slices((tokens.source_ids, tokens.target_ids))
-    # Rows of a ragged tensor arrive as rank-0-ragged values; padded batching wants plain tensors.
-    dataset = dataset.map(lambda source, target: (tf.identity(source), tf.identity(target)))
-    if shuffle:
-        dataset = dataset.shuffle(len(tokens), seed=config.seed, reshuffle_each_iteration=True)
-    boundaries = length_buckets(max(config.max_source_length, config.max_target_length))
-    dataset = dataset.bucket_by_sequence_length(
-        element_length_func=lambda source, target: tf.maximum(
-            tf.shape(source)[0], tf.shape(target)[0]
+def prepare_data(config: Seq2SeqConfig, data_file: str | os.PathLike) -> PreparedData:
+    """Read, split and vectorize the pairs; vocabularies come from the training split only."""
+    pairs_file = read_pairs(data_file, max_pairs=config.max_pairs, reverse=config.reverse)
+    splits = split_pairs(pairs_file.pairs)
+    if not splits.train or not splits.validation:
+        raise DataError(
+            f"the split left {len(splits.train)} training and {len(splits.validation)} validation "
+            f"pairs from {len(pairs_file.pairs)}: use a larger file or a larger --max-pairs."
+        )
+    source_vocabulary, target_vocabulary = build_vocabularies(splits.train, config)
+    return PreparedData(
+        splits=splits,
+        skipped_lines=pairs_file.skipped,
+        source_vocabulary=source_vocabulary,
+        target_vocabulary=target_vocabulary,
+        train_tokens=vectorize_pairs(splits.train, source_vocabulary, target_vocabulary, config),
+        validation_tokens=vectorize_pairs(
+            splits.validation, source_vocabulary, target_vocabulary, config
         ),
-        bucket_boundaries=boundaries,
-        bucket_batch_sizes=[config.batch_size] * (len(boundaries) + 1),
-    )
-    if shuffle:
-        # Buckets fill at different rates; shuffling whole batches mixes lengths within an epoch.
-        dataset = dataset.shuffle(64, seed=config.seed)
-    return dataset.map(teacher_forcing_pair, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
-        tf.data.AUTOTUNE
     )
 
 
 def describe_counts(counts: collections.Counter) -> str:
     """A short human summary of skip/drop counts, e.g. `no_tab=3, empty_side=1`."""
     return ", ".join(f"{reason}={count}" for reason, count in sorted(counts.items())) or "none"
+
+
+def describe_data(prepared: PreparedData) -> str:
+    """One paragraph on what was read, skipped, split and dropped: nothing is lost silently."""
+    splits = prepared.splits
+    return (
+        f"pairs: {len(splits.train)} train / {len(splits.validation)} validation / "
+        f"{len(splits.test)} test; malformed lines skipped: "
+        f"{describe_counts(prepared.skipped_lines)}; training pairs dropped: "
+        f"{describe_counts(prepared.train_tokens.dropped)}; vocabularies: "
+        f"{len(prepared.source_vocabulary)} source / "
+        f"{len(prepared.target_vocabulary)} target tokens"
+    )

@@ -1,42 +1,210 @@
-"""Decoding: inference models rebuilt from the trained layers, greedy search, text out.
+"""Decoding: the trained layers as an encoder and a one-token decoder step, written once.
 
 Training runs the decoder over a whole known target at once (teacher forcing). At inference
-the target is unknown, so the decoder must run one step at a time, feeding each predicted token
-back in. For that we rebuild two small models from the *same trained layers*, found by name:
+the target is unknown, so the decoder runs one step at a time, feeding each predicted token
+back in. Everything that decodes does it with the two functions of this module, over the
+*same trained layers* found by name (`model.ModelLayers`):
 
-    encoder:      source_ids               → (h, c)          the context vector
-    decoder_step: (token, h, c)            → (next-token probabilities, h, c)
+    encode(source_ids)            → decoder states (the context vector) and attention memory
+    decoder_step(token, states)   → next-token probabilities, new states, attention weights
 
-Other cells, stacked or bidirectional encoders and attention (docs/variants.md) keep this
-layout with more states, and with the encoder outputs and the attention weights
-(`InferenceModels`).
+They serve two paths:
 
-`greedy_decode_stepwise` drives them from `[START]` until `[END]` or a maximum length, a batch
-of sentences at a time. `detokenize` turns ids back into Spanish text inside TensorFlow.
-`Translator` puts vectorizer, models and decoder together: strings in, strings out. It decodes
-with `search.GraphDecoder`, the same search compiled into one `tf.function` (greedy, or beam
-search with `beam_width > 1`), which returns exactly the tokens `greedy_decode_stepwise` does.
+1. **The teaching path**, `build_inference_models`: two small Keras models, as in the Keras
+   seq2seq example, driven token by token by `greedy_decode_stepwise`:
+
+       encoder:      source_ids      → [h, c]                     the context vector
+       decoder_step: [token, h, c]   → [probabilities, h, c]
+
+2. **The fast path**, `graph_decoder.GraphDecoder`: the step as a callable for the searches
+   of `seq2seq_keras.search` (greedy, beam, sampling), compiled into one `tf.function` per
+   search. `translator.TranslatorModule` and the export decode through it.
+
+The one difference between the paths is how a recurrent layer runs (`RNNRunner`): the Keras
+models call the Keras layers themselves (`KERAS_LAYERS`), the graph decoder steps their trained
+*cells* (`CELLS`, over the source in a `tf.while_loop`). Both compute the same; stepping the
+cells keeps cuDNN-only kernels out of the graph, so a SavedModel exported on a GPU machine
+still runs on a CPU server.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
+from typing import Callable, NamedTuple
 
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
-from seq2seq_keras import search, variants
-from seq2seq_keras.config import Seq2SeqConfig
-from seq2seq_keras.text import END_ID, PAD_ID, PUNCTUATION, START_ID, make_vectorizer
+from seq2seq_keras.model import ModelLayers, attend, attention_memory, merge_directions, num_states
+from seq2seq_keras.text import END_ID, PAD_ID, START_ID
 
-logger = logging.getLogger(__name__)
+# The decoder's state is a flat tuple: the decoder RNN states layer by layer (`h, c` for an
+# LSTM, `h` for a GRU), then, with attention, the memory every step reads: the encoder
+# outputs, their attention keys and the source mask. The classic model's state is `(h, c)`.
+State = tuple
 
-# Marks written without a space before them ("hola ." → "hola.") or after them ("¿ qué" → "¿qué").
-CLOSING_PUNCTUATION = ".?!,;:"
-OPENING_PUNCTUATION = "¿¡"
-assert set(CLOSING_PUNCTUATION + OPENING_PUNCTUATION) == set(PUNCTUATION)
+
+class RNNRunner(NamedTuple):
+    """How recurrent layers run: over the whole source, and one decoder step at a time."""
+
+    # (layer, vectors (batch, source_len, features), source_mask, keep_outputs)
+    #   → (outputs (batch, source_len, units) or None, final states merged over directions)
+    encoder_layer: Callable
+    # (layer, inputs (batch, features), states) → (outputs (batch, units), new states)
+    decoder_step: Callable
+
+
+# === The encoder and the decoder step ===
+
+
+def encode(layers: ModelLayers, source_ids, runner: RNNRunner) -> tuple[list, tuple]:
+    """Run the encoder over `(batch, source_len)` right-padded source ids.
+
+    Each encoder layer reads the previous layer's outputs; its final states start the decoder
+    layer of the same depth (a bidirectional layer's as `[forward; backward]`).
+
+    Returns:
+      The decoder's initial states (a flat list, layer by layer) and the attention memory
+      `(values, keys, source_mask)`, or `()` without attention.
+    """
+    source_mask = ops.not_equal(source_ids, PAD_ID)  # (batch, source_len)
+    vectors = layers.encoder_embedding(source_ids)  # (batch, source_len, embedding_dim)
+    states = []
+    for number, layer in enumerate(layers.encoder_rnns, start=1):
+        # The last layer's per-step outputs are needed only by attention.
+        keep_outputs = number < len(layers.encoder_rnns) or layers.attention is not None
+        vectors, layer_states = runner.encoder_layer(layer, vectors, source_mask, keep_outputs)
+        states += layer_states
+    if layers.attention is None:
+        return states, ()
+    return states, attention_memory(layers.attention, vectors, source_ids)
+
+
+def decoder_step(layers: ModelLayers, token_ids, states, memory, runner: RNNRunner):
+    """One decoder step: the previous tokens and states → next-token probabilities.
+
+    A padding token is an ordinary step (only a finished sentence is fed one, and the searches
+    ignore what happens to it).
+
+    Args:
+      token_ids: `(batch,)` int ids of the previous tokens (`[START]` first).
+      states: the flat decoder states, layer by layer.
+      memory: `(values, keys, source_mask)` from `encode`, or `()` without attention.
+      runner: how the decoder RNN layers run one step.
+    Returns:
+      `(batch, target_vocab)` float32 probabilities, the new states (a list), and the
+      attention weights `(batch, source_len)` (None without attention).
+    """
+    # A single step has no time axis to mask: the embedding's padding mask is dropped (a copy
+    # carries none), so a finished sentence's padding token is an ordinary step.
+    outputs = ops.copy(layers.decoder_embedding(token_ids))  # (batch, embedding_dim)
+    per_layer, new_states = layers.states_per_layer, []
+    for index, layer in enumerate(layers.decoder_rnns):
+        layer_states = list(states[index * per_layer : (index + 1) * per_layer])
+        outputs, layer_states = runner.decoder_step(layer, outputs, layer_states)
+        new_states += layer_states
+    # Attention and the softmax layer take sequences: this is one of length 1.
+    outputs = ops.expand_dims(outputs, 1)  # (batch, 1, units)
+    weights = None
+    if layers.attention is not None:
+        outputs, weights = attend(layers.attention, outputs, *memory)
+        weights = weights[:, 0, :]  # (batch, source_len)
+    probabilities = layers.decoder_dense(outputs)[:, 0, :]  # (batch, target_vocab)
+    return probabilities, new_states, weights
+
+
+# --- Running the recurrent layers: as Keras layers, or as their cells ---
+
+
+def call_rnn_layer(layer, vectors, source_mask, keep_outputs: bool):
+    """Run an encoder RNN layer as Keras does (the teaching path); padding leaves the states."""
+    del keep_outputs  # the layer was built knowing whether it returns sequences
+    outputs, *states = layer(vectors, mask=source_mask)
+    if isinstance(layer, keras.layers.Bidirectional):
+        states = merge_directions(states)
+    return outputs, states
+
+
+def call_rnn_layer_one_step(layer, inputs, states):
+    """One decoder step through the Keras RNN layer, as a sequence of length 1."""
+    outputs, *states = layer(ops.expand_dims(inputs, 1), initial_state=states)
+    return outputs[:, 0, :], states
+
+
+def step_cell(layer, inputs, states):
+    """One decoder step through the layer's trained cell."""
+    outputs, states = layer.cell(inputs, list(states), training=False)
+    return outputs, list(states)
+
+
+def run_cells(layer, vectors, source_mask, keep_outputs: bool):
+    """Run an encoder RNN layer by stepping its trained cell(s) (the graph path).
+
+    Same results as `call_rnn_layer` on the real positions, without cuDNN-only kernels.
+    """
+    vectors = tf.transpose(vectors, [1, 0, 2])  # (source_len, batch, features)
+    is_real = tf.transpose(source_mask)  # (source_len, batch)
+    if isinstance(layer, keras.layers.Bidirectional):
+        forward, forward_states = run_cell(
+            layer.forward_layer.cell, vectors, is_real, False, keep_outputs
+        )
+        backward, backward_states = run_cell(
+            layer.backward_layer.cell, vectors, is_real, True, keep_outputs
+        )
+        outputs = tf.concat([forward, backward], axis=-1) if keep_outputs else None
+        states = [tf.concat(pair, axis=-1) for pair in zip(forward_states, backward_states)]
+    else:
+        outputs, states = run_cell(layer.cell, vectors, is_real, layer.go_backwards, keep_outputs)
+    if outputs is not None:
+        outputs = tf.transpose(outputs, [1, 0, 2])  # (batch, source_len, units)
+    return outputs, states
+
+
+def run_cell(cell, vectors: tf.Tensor, is_real: tf.Tensor, backwards: bool, keep_outputs: bool):
+    """Run an RNN cell over a masked time-major sequence, as Keras' masked RNN layer does.
+
+    Args:
+      cell: a trained `LSTMCell` or `GRUCell`.
+      vectors: `(steps, batch, features)` inputs.
+      is_real: `(steps, batch)` bool, False on padding, where the states stay unchanged.
+      backwards: read the sequence last step first (Keras' `go_backwards`, padding first).
+      keep_outputs: also return the per-step outputs.
+    Returns:
+      The outputs `(steps, batch, units)` in the input's order (0 on padding), or None, and
+      the final states (`[h, c]` for an LSTM, `[h]` for a GRU).
+    """
+    if backwards:
+        vectors, is_real = tf.reverse(vectors, [0]), tf.reverse(is_real, [0])
+    steps, batch_size = tf.shape(vectors)[0], tf.shape(vectors)[1]
+    # Under mixed precision the cell computes in bfloat16 or float16; so do its states.
+    dtype = cell.compute_dtype
+    states = tuple(tf.zeros([batch_size, cell.units], dtype) for _ in range(num_states(cell)))
+    outputs = tf.TensorArray(dtype, size=steps, element_shape=tf.TensorShape([None, cell.units]))
+
+    def one_token(t, states, outputs):
+        output, new_states = cell(vectors[t], list(states), training=False)
+        real = is_real[t][:, None]
+        states = tuple(tf.where(real, new, old) for new, old in zip(new_states, states))
+        if keep_outputs:
+            outputs = outputs.write(t, tf.where(real, output, tf.zeros_like(output)))
+        return t + 1, states, outputs
+
+    _, states, outputs = tf.while_loop(
+        lambda t, *_: t < steps, one_token, (tf.constant(0), states, outputs)
+    )
+    if not keep_outputs:
+        return None, list(states)
+    outputs = outputs.stack()  # (steps, batch, units)
+    return (tf.reverse(outputs, [0]) if backwards else outputs), list(states)
+
+
+KERAS_LAYERS = RNNRunner(call_rnn_layer, call_rnn_layer_one_step)
+CELLS = RNNRunner(run_cells, step_cell)
+
+
+# === The teaching path: Keras inference models ===
 
 
 @dataclasses.dataclass
@@ -44,10 +212,10 @@ class InferenceModels:
     """The encoder and the one-step decoder, sharing the trained model's layers and weights.
 
     Classic model: `encoder` maps source ids to `[h, c]` and `decoder_step` maps
-    `[token, h, c]` to `[probabilities, h, c]`. Variants keep that layout with their states
-    (`h` only for a GRU; layer by layer when stacked); with attention the encoder also returns
-    its per-step outputs first, and the step takes them and the source mask after the token
-    and returns the attention weights last:
+    `[token, h, c]` to `[probabilities, h, c]`. Other configurations keep that layout with
+    their states (`h` only for a GRU; layer by layer when stacked); with attention the encoder
+    also returns its per-step outputs first, and the step takes them and the source mask after
+    the token and returns the attention weights last:
 
         encoder:      source_ids → [encoder_outputs, *states]
         decoder_step: [token, encoder_outputs, source_mask, *states]
@@ -62,54 +230,39 @@ class InferenceModels:
 def build_inference_models(training_model: keras.Model) -> InferenceModels:
     """Rebuild the encoder and a one-step decoder from the trained layers, found by name.
 
-    Works on a freshly built model and on one loaded from disk alike, because layers are
-    looked up with `get_layer(name)`, never by position (`variants.ModelLayers.find`).
+    Both are `encode` and `decoder_step` applied to `keras.Input`s, so they compute exactly
+    what the graph decoder computes. Works on a fresh and on a loaded model alike.
     """
-    layers = variants.ModelLayers.find(training_model)
+    layers = ModelLayers.find(training_model)
+    with_attention = layers.attention is not None
 
-    # Encoder: the training graph's left half, ending in the context vector (every layer's
-    # final states) and, for attention, the last layer's per-step outputs.
     source_ids = keras.Input(shape=(None,), dtype="int64", name="source_ids")
-    encoder_outputs = layers.encoder_embedding(source_ids)
-    states = []
-    for layer in layers.encoder_rnns:
-        encoder_outputs, *layer_states = layer(encoder_outputs)
-        states += variants.merge_directions(layer_states) if layers.bidirectional else layer_states
-    memory = [encoder_outputs] if layers.attention else []
-    encoder = keras.Model(source_ids, memory + states, name="encoder")
+    states, memory = encode(layers, source_ids, KERAS_LAYERS)
+    encoder = keras.Model(source_ids, memory[:1] + tuple(states), name="encoder")
 
-    # One decoder step: the previous token and the previous states in, the next ones out.
     token_ids = keras.Input(shape=(1,), dtype="int64", name="token_ids")
-    suffix = lambda index: "" if len(layers.decoder_rnns) == 1 else f"_{index}"  # noqa: E731
+    suffix = lambda number: "" if len(layers.decoder_rnns) == 1 else f"_{number}"  # noqa: E731
     input_states = [
-        keras.Input(shape=(layer.units,), name=f"state_{kind}{suffix(index)}")
-        for index, layer in enumerate(layers.decoder_rnns, start=1)
+        keras.Input(shape=(layer.units,), name=f"state_{kind}{suffix(number)}")
+        for number, layer in enumerate(layers.decoder_rnns, start=1)
         for kind in ("h", "c")[: layers.states_per_layer]
     ]
-    outputs = layers.decoder_embedding(token_ids)
-    output_states = []
-    per_layer = layers.states_per_layer
-    for index, layer in enumerate(layers.decoder_rnns):
-        layer_states = input_states[index * per_layer : (index + 1) * per_layer]
-        outputs, *new_states = layer(outputs, initial_state=layer_states)
-        output_states += new_states
-    memory_inputs, extra_outputs = [], []
-    if layers.attention:
-        encoder_outputs = keras.Input(shape=(None, encoder.outputs[0].shape[-1]),
-                                      name="encoder_outputs")
+    memory_inputs, step_memory = [], ()
+    if with_attention:
+        values = keras.Input(shape=(None, encoder.outputs[0].shape[-1]), name="encoder_outputs")
         source_mask = keras.Input(shape=(None,), dtype="bool", name="source_mask")
-        keys = layers.attention.key(encoder_outputs)
-        outputs, weights = variants.attend(
-            layers.attention, outputs, encoder_outputs, keys, source_mask
-        )
-        memory_inputs, extra_outputs = [encoder_outputs, source_mask], [weights]
-    probabilities = layers.decoder_dense(outputs)  # (batch, 1, vocab)
-    decoder_step = keras.Model(
+        keys = layers.attention.key(values)
+        memory_inputs, step_memory = [values, source_mask], (values, keys, source_mask)
+    probabilities, output_states, weights = decoder_step(
+        layers, token_ids[:, 0], input_states, step_memory, KERAS_LAYERS
+    )
+    extra_outputs = [ops.expand_dims(weights, 1)] if with_attention else []
+    step = keras.Model(
         [token_ids, *memory_inputs, *input_states],
-        [probabilities, *output_states, *extra_outputs],
+        [ops.expand_dims(probabilities, 1), *output_states, *extra_outputs],
         name="decoder_step",
     )
-    return InferenceModels(encoder, decoder_step, attention=layers.attention is not None)
+    return InferenceModels(encoder, step, attention=with_attention)
 
 
 def as_list(outputs) -> list:
@@ -138,8 +291,7 @@ def greedy_decode_stepwise(
     states = as_list(models.encoder(tf.constant(source_ids), training=False))
     memory = []  # with attention: what every step looks at, the encoder outputs and the mask
     if models.attention:
-        # tf.identity drops the Keras mask the encoder attached; the step takes it explicitly.
-        memory = [tf.identity(states.pop(0)), tf.constant(source_ids != PAD_ID)]
+        memory = [states.pop(0), tf.constant(source_ids != PAD_ID)]
     tokens = np.full((batch_size, 1), START_ID, dtype=np.int64)
     done = np.zeros(batch_size, dtype=bool)
     generated = []
@@ -158,127 +310,3 @@ def greedy_decode_stepwise(
     if not generated:
         return np.zeros((batch_size, 0), dtype=np.int64)
     return np.stack(generated, axis=1)
-
-
-def detokenize(token_ids: tf.Tensor, vocabulary: tf.Tensor) -> tf.Tensor:
-    """Token ids → sentences, in TensorFlow, so the same code runs inside an exported graph.
-
-    Stops each row at its first `[END]`; drops padding, `[START]` and `[END]`; writes
-    punctuation as Spanish does ("¿Qué hora es?", no space after "¿" or before "?"); and
-    capitalizes the first letter, since the model works in lowercase.
-
-    Args:
-      token_ids: `(batch, steps)` int ids.
-      vocabulary: 1-D `tf.string` tensor, the target vocabulary.
-    Returns:
-      `(batch,)` `tf.string` sentences.
-    """
-    token_ids = tf.cast(token_ids, tf.int64)
-    is_end = tf.cast(tf.equal(token_ids, END_ID), tf.int32)
-    before_end = tf.equal(tf.cumsum(is_end, axis=1), 0)
-    keep = before_end & (token_ids != PAD_ID) & (token_ids != START_ID)
-    words = tf.ragged.boolean_mask(tf.gather(vocabulary, token_ids), keep)
-    text = tf.strings.reduce_join(words, axis=-1, separator=" ")
-    text = tf.strings.regex_replace(text, f" ([{CLOSING_PUNCTUATION}])", r"\1")
-    text = tf.strings.regex_replace(text, f"([{OPENING_PUNCTUATION}]) ", r"\1")
-    return capitalize_first_letter(text)
-
-
-def capitalize_first_letter(text: tf.Tensor) -> tf.Tensor:
-    """Upper-case the first letter of each sentence, after any opening "¿" or "¡"."""
-    pattern = f"(?s)^([{OPENING_PUNCTUATION}]*)(.?)(.*)$"
-    opening = tf.strings.regex_replace(text, pattern, r"\1")
-    first = tf.strings.upper(tf.strings.regex_replace(text, pattern, r"\2"), encoding="utf-8")
-    rest = tf.strings.regex_replace(text, pattern, r"\3")
-    return tf.strings.join([opening, first, rest])
-
-
-class Translator:
-    """Strings in, strings out: vectorizer → encoder → greedy decoder → detokenizer.
-
-    Decoding runs in one compiled graph per batch (`search.GraphDecoder`): greedy by default,
-    beam search with GNMT length normalization when `beam_width > 1`.
-
-    Bad input has a defined result: an empty or blank sentence translates to "", unknown words
-    become `[UNK]` ids, a sentence longer than `config.max_source_length` tokens is truncated
-    (with a logged warning), and a non-string raises `TypeError`.
-    """
-
-    def __init__(
-        self,
-        config: Seq2SeqConfig,
-        training_model: keras.Model,
-        source_vocabulary: list[str],
-        target_vocabulary: list[str],
-        beam_width: int = 1,
-    ):
-        if beam_width < 1:
-            raise ValueError(f"beam_width must be at least 1 (1 is greedy), got {beam_width}.")
-        self.config = config
-        self.source_vectorizer = make_vectorizer(source_vocabulary)
-        self.target_vocabulary = tf.constant(target_vocabulary)
-        self.models = build_inference_models(training_model)
-        self.decoder = search.GraphDecoder(training_model, config.max_decode_length)
-        self.beam_width = beam_width
-
-    @classmethod
-    def from_trained(cls, trained, beam_width: int = 1) -> "Translator":
-        """The translator of a `model_dir.TrainedModel` (a loaded or just-trained model)."""
-        return cls(trained.config, trained.training_model, trained.source_vocabulary,
-                   trained.target_vocabulary, beam_width=beam_width)
-
-    def source_ids(self, sentences: list[str]) -> tf.RaggedTensor:
-        """Ragged `(batch, None)` source ids, truncated to the configured maximum length."""
-        ragged = self.source_vectorizer(tf.constant(sentences, dtype=tf.string))
-        lengths = ragged.row_lengths()
-        too_long = int(tf.reduce_sum(tf.cast(lengths > self.config.max_source_length, tf.int32)))
-        if too_long:
-            logger.warning(
-                "%d sentence(s) longer than %d tokens were truncated before translating.",
-                too_long,
-                self.config.max_source_length,
-            )
-        return ragged[:, : self.config.max_source_length]
-
-    def translate_ids(self, source_ids: np.ndarray) -> np.ndarray:
-        """Token ids of the translations of `(batch, source_len)` padded source ids.
-
-        The graph decoder gives exactly `greedy_decode_stepwise(self.models, …)`'s tokens
-        when `beam_width` is 1; it is just one graph call instead of one model call per token.
-        """
-        return self.decoder.decode(source_ids, self.beam_width).token_ids.numpy()
-
-    def translate(self, sentences: list[str], batch_size: int = 256) -> list[str]:
-        """Translate a list of sentences, `batch_size` at a time.
-
-        A sentence with no token after standardization (blank, or only symbols such as emoji)
-        translates to "" without running the model.
-        """
-        sentences = check_sentences(sentences)
-        translations = [""] * len(sentences)
-        for start in range(0, len(sentences), batch_size):
-            batch = sentences[start : start + batch_size]
-            ragged = self.source_ids(batch)
-            non_empty = np.flatnonzero(ragged.row_lengths().numpy() > 0)
-            if non_empty.size == 0:
-                continue
-            source_ids = tf.gather(ragged, non_empty).to_tensor(PAD_ID).numpy()
-            token_ids = self.translate_ids(source_ids)
-            texts = detokenize(token_ids, self.target_vocabulary).numpy()
-            for index, text in zip(non_empty, texts):
-                translations[start + index] = text.decode("utf-8")
-        return translations
-
-
-def check_sentences(sentences) -> list[str]:
-    """Return `sentences` as a list of `str`, or raise a `TypeError` that names the bad item."""
-    if isinstance(sentences, str):
-        raise TypeError("translate() takes a list of sentences, not one string: use [sentence].")
-    sentences = list(sentences)
-    for position, sentence in enumerate(sentences):
-        if not isinstance(sentence, str):
-            raise TypeError(
-                f"sentence {position} is a {type(sentence).__name__}, not a str: "
-                "translate() takes text only."
-            )
-    return sentences

@@ -8,8 +8,9 @@
       history.csv              loss and accuracy per epoch (Keras CSVLogger)
       training_curves.png      the same, drawn
 
-A directory is first written under a temporary name beside its destination and then renamed
-into place, so a crash mid-write never leaves a half-written model where a good one was.
+`save_model_directory` writes it under a temporary name beside its destination and then
+renames it into place (`storage`), so a crash mid-write never leaves a half-written model where
+a good one was.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import tempfile
 from pathlib import Path
+from typing import Callable
 
 import keras
 
 from seq2seq_keras import model as model_lib  # noqa: F401  (registers the custom metric)
+from seq2seq_keras import storage
 from seq2seq_keras.config import CONFIG_FILENAME, Seq2SeqConfig
 
 MODEL_FILENAME = "model.keras"
@@ -64,25 +66,31 @@ def write_model_files(directory: Path, trained: TrainedModel) -> None:
     write_vocabulary(directory / TARGET_VOCABULARY_FILENAME, trained.target_vocabulary)
 
 
-def staging_directory(destination: Path) -> Path:
-    """A new empty directory beside `destination` (same file system, so rename is atomic)."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{destination.name}.tmp-", dir=destination.parent))
+def save_model_directory(
+    destination: Path,
+    trained: TrainedModel,
+    add_files: Callable[[Path], None] | None = None,
+) -> None:
+    """Write `trained` as the model directory `destination`, all at once, replacing an old one.
 
+    The files go into a staging directory beside `destination`, which is then renamed into
+    place (`storage.publish_directory`): a crash or an error mid-write leaves the old model
+    directory, or none, never a half-written one.
 
-def publish_directory(staging: Path, destination: Path) -> None:
-    """Move a fully written `staging` directory to `destination`, replacing an old one.
-
-    The old directory is first renamed aside, then the new one renamed into place, then the old
-    one deleted: at every moment `destination` is either the complete old or complete new model.
+    Args:
+      destination: the model directory to create or replace.
+      trained: the model, its config and vocabularies.
+      add_files: called with the staging directory after the model files are written, to add
+        more (the training history and its curves), so they are published together.
     """
-    previous = None
-    if destination.exists():
-        previous = destination.with_name(f".{destination.name}.old-{os.getpid()}")
-        os.replace(destination, previous)
-    os.replace(staging, destination)
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
+    staging = storage.staging_directory(destination)
+    try:
+        write_model_files(staging, trained)
+        if add_files is not None:
+            add_files(staging)
+        storage.publish_directory(staging, destination)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # still there only if publishing failed
 
 
 def load_trained_model(directory: str | os.PathLike) -> TrainedModel:

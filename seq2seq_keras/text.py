@@ -7,6 +7,10 @@ definition of a token:
 1. `standardize` is the one text-cleaning function, used for training and inference alike.
 2. `build_vocabulary` / `build_vocabularies` count the training split's tokens.
 3. `make_vectorizer` maps text to token ids with a fixed-vocabulary `TextVectorization`.
+4. `detokenize` turns token ids back into a sentence, written the Spanish way.
+
+`repair_utf8` runs before all of it wherever text comes from outside, so that invalid bytes
+get the same treatment in Python, in the notebooks and in the exported SavedModel.
 """
 
 from __future__ import annotations
@@ -24,9 +28,22 @@ PAD_ID, UNK_ID, START_ID, END_ID = 0, 1, 2, 3
 
 # Punctuation that becomes a token of its own; the rest of the punctuation is dropped.
 PUNCTUATION = ".?!,¿¡;:"
+# Marks written without a space before them ("hola ." → "hola.") or after them ("¿ qué" → "¿qué").
+CLOSING_PUNCTUATION = ".?!,;:"
+OPENING_PUNCTUATION = "¿¡"
+assert set(CLOSING_PUNCTUATION + OPENING_PUNCTUATION) == set(PUNCTUATION)
+# U+FFFD REPLACEMENT CHARACTER stands for each invalid UTF-8 byte; `standardize` drops it.
+REPLACEMENT_CHARACTER = 0xFFFD
 
 
 # --- 1. Standardization --------------------------------------------------------------------
+
+
+def repair_utf8(sentences: tf.Tensor) -> tf.Tensor:
+    """Replace every invalid UTF-8 byte of a string tensor with U+FFFD, so nothing fails on it."""
+    return tf.strings.unicode_transcode(
+        sentences, "UTF-8", "UTF-8", errors="replace", replacement_char=REPLACEMENT_CHARACTER
+    )
 
 
 @keras.saving.register_keras_serializable(package="seq2seq_keras")
@@ -87,3 +104,39 @@ def make_vectorizer(vocabulary: list[str]) -> keras.layers.TextVectorization:
     return keras.layers.TextVectorization(
         standardize=standardize, vocabulary=vocabulary, ragged=True
     )
+
+
+# --- 3. Token ids back to text ---------------------------------------------------------------
+
+
+def detokenize(token_ids: tf.Tensor, vocabulary: tf.Tensor) -> tf.Tensor:
+    """Token ids → sentences, in TensorFlow, so the same code runs inside an exported graph.
+
+    Stops each row at its first `[END]`; drops padding, `[START]` and `[END]`; writes
+    punctuation as Spanish does ("¿Qué hora es?", no space after "¿" or before "?"); and
+    capitalizes the first letter, since the model works in lowercase.
+
+    Args:
+      token_ids: `(batch, steps)` int ids.
+      vocabulary: 1-D `tf.string` tensor, the target vocabulary.
+    Returns:
+      `(batch,)` `tf.string` sentences.
+    """
+    token_ids = tf.cast(token_ids, tf.int64)
+    is_end = tf.cast(tf.equal(token_ids, END_ID), tf.int32)
+    before_end = tf.equal(tf.cumsum(is_end, axis=1), 0)
+    keep = before_end & (token_ids != PAD_ID) & (token_ids != START_ID)
+    words = tf.ragged.boolean_mask(tf.gather(vocabulary, token_ids), keep)
+    text = tf.strings.reduce_join(words, axis=-1, separator=" ")
+    text = tf.strings.regex_replace(text, f" ([{CLOSING_PUNCTUATION}])", r"\1")
+    text = tf.strings.regex_replace(text, f"([{OPENING_PUNCTUATION}]) ", r"\1")
+    return capitalize_first_letter(text)
+
+
+def capitalize_first_letter(text: tf.Tensor) -> tf.Tensor:
+    """Upper-case the first letter of each sentence, after any opening "¿" or "¡"."""
+    pattern = f"(?s)^([{OPENING_PUNCTUATION}]*)(.?)(.*)$"
+    opening = tf.strings.regex_replace(text, pattern, r"\1")
+    first = tf.strings.upper(tf.strings.regex_replace(text, pattern, r"\2"), encoding="utf-8")
+    rest = tf.strings.regex_replace(text, pattern, r"\3")
+    return tf.strings.join([opening, first, rest])

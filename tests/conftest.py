@@ -18,7 +18,9 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from seq2seq_keras import data as data_lib  # noqa: E402
+from seq2seq_keras import pipeline  # noqa: E402
 from seq2seq_keras import text as text_lib  # noqa: E402
+from seq2seq_keras import train as train_lib  # noqa: E402
 from seq2seq_keras.config import Seq2SeqConfig  # noqa: E402
 from seq2seq_keras.model import build_training_model  # noqa: E402
 
@@ -48,6 +50,13 @@ TINY_PAIRS = [
     ("Who are you?", "¿Quién eres?"),
     ("The cat sleeps.", "El gato duerme."),
 ]
+
+
+# A model small enough to train an epoch of 1,500 pairs in about a second.
+SMALL = Seq2SeqConfig(
+    max_pairs=1500, source_vocab_size=200, target_vocab_size=200, embedding_dim=16, units=32,
+    batch_size=32, epochs=2, max_train_seconds=0, precision="float32", seed=11,
+)
 
 
 @pytest.fixture(scope="session")
@@ -90,7 +99,7 @@ def build_tiny(config: Seq2SeqConfig, pairs, epochs: int) -> TinyModel:
     tokens = data_lib.vectorize_pairs(pairs, source_vocabulary, target_vocabulary, config)
     model = build_training_model(config)
     if epochs:
-        dataset = data_lib.make_dataset(tokens, config, shuffle=True).cache()
+        dataset = pipeline.make_dataset(tokens, config, shuffle=True).cache()
         model.fit(dataset, epochs=epochs, verbose=0)
     return TinyModel(config, model, source_vocabulary, target_vocabulary, tokens)
 
@@ -99,6 +108,14 @@ def build_tiny(config: Seq2SeqConfig, pairs, epochs: int) -> TinyModel:
 def overfit_model(tiny_config) -> TinyModel:
     """A tiny model trained until it knows `TINY_PAIRS` by heart."""
     return build_tiny(tiny_config, TINY_PAIRS, epochs=120)
+
+
+def small_model(config: Seq2SeqConfig = SMALL) -> keras.Model:
+    """The compiled `SMALL` training model (or `config`'s), its optimizer variables built."""
+    keras.utils.set_random_seed(config.seed)
+    model = train_lib.build_model(config)
+    model.optimizer.build(model.trainable_variables)
+    return model
 
 
 def padded(ragged: tf.RaggedTensor) -> np.ndarray:

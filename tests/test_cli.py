@@ -32,7 +32,7 @@ def test_every_command_has_help(command):
     assert "--model-dir" in completed.stdout
 
 
-def test_train_help_lists_the_issue_flags():
+def test_train_help_lists_the_data_and_size_flags():
     text = run_cli("train", "--help").stdout
     for flag in ("--data", "--max-pairs", "--epochs", "--units", "--embedding-dim", "--reverse"):
         assert flag in text

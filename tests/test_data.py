@@ -1,21 +1,15 @@
+"""Data: reading pairs files, the fixed split, token ids, and the data of a training run."""
+
 import collections
-import json
 import zipfile
 
-import keras
-import numpy as np
 import pytest
-import tensorflow as tf
 
 from seq2seq_keras import data as data_lib
 from seq2seq_keras import text as text_lib
 from seq2seq_keras.config import Seq2SeqConfig
 
-from conftest import padded
-
-
-def standardized(*sentences: str) -> list[str]:
-    return [text.decode("utf-8") for text in text_lib.standardize(tf.constant(sentences)).numpy()]
+from conftest import SMALL
 
 
 # --- reading files ---------------------------------------------------------------------------
@@ -111,45 +105,7 @@ def test_references_by_source_collects_every_translation():
     assert data_lib.references_by_source(pairs) == {"Go.": ["Ve.", "Vete."], "Hi.": ["Hola."]}
 
 
-# --- standardization -------------------------------------------------------------------------
-
-
-def test_standardize_keeps_spanish_and_splits_punctuation():
-    assert standardized("¿Cómo estás, Tom?", "¡ÑANDÚ!", "Él está aquí.") == [
-        "¿ cómo estás , tom ?",
-        "¡ ñandú !",
-        "él está aquí .",
-    ]
-
-
-def test_standardize_normalizes_unicode_forms_and_symbols():
-    decomposed = "come\u0301"  # "e" + combining acute accent
-    assert standardized(decomposed, "Ｆｕｌｌ ﬁne", "Don’t  go — now…", "😀") == [
-        "comé",
-        "full fine",
-        "don't go now . . .",
-        "",
-    ]
-
-
-def test_standardize_survives_vectorizer_serialization():
-    vectorizer = text_lib.make_vectorizer(["", "[UNK]", "¿", "qué", "?"])
-    # The round trip a saved model goes through: serialize to a JSON-able dict and back.
-    serialized = keras.saving.serialize_keras_object(vectorizer)
-    clone = keras.saving.deserialize_keras_object(json.loads(json.dumps(serialized)))
-    sentence = tf.constant(["¿Qué?"])
-    assert vectorizer(sentence).to_list() == clone(sentence).to_list() == [[2, 3, 4]]
-
-
-# --- vocabularies, ids and the dataset -------------------------------------------------------
-
-
-def test_vocabulary_reserves_markers_and_unknown_words_map_to_unk():
-    vocabulary = text_lib.build_vocabulary(
-        ["hola hola amigo", "hola"], 10, (text_lib.START_TOKEN, text_lib.END_TOKEN)
-    )
-    assert vocabulary[:5] == ["", "[UNK]", "[START]", "[END]", "hola"]
-    assert text_lib.make_vectorizer(vocabulary)(tf.constant(["hola zorro"])).to_list() == [[4, 1]]
+# --- token ids -------------------------------------------------------------------------------
 
 
 def test_vectorize_pairs_wraps_targets_and_drops_empty_and_too_long():
@@ -164,37 +120,30 @@ def test_vectorize_pairs_wraps_targets_and_drops_empty_and_too_long():
     assert target[0] == text_lib.START_ID and target[-1] == text_lib.END_ID and len(target) == 4
 
 
-def test_dataset_is_teacher_forced_right_padded_and_covers_every_pair(tiny_config):
-    from conftest import TINY_PAIRS, build_tiny
-
-    tiny = build_tiny(tiny_config, TINY_PAIRS, epochs=0)
-    batches = list(data_lib.make_dataset(tiny.tokens, tiny_config, shuffle=True))
-    seen = 0
-    for (source_ids, decoder_input_ids), target_ids in batches:
-        source_ids, decoder_input_ids, target_ids = (
-            source_ids.numpy(), decoder_input_ids.numpy(), target_ids.numpy()
-        )
-        seen += len(source_ids)
-        assert (decoder_input_ids[:, 0] == text_lib.START_ID).all()
-        # Teacher forcing: the decoder input is the target shifted right by one.
-        np.testing.assert_array_equal(decoder_input_ids[:, 1:], target_ids[:, :-1])
-        # Right padding only: every row is real tokens, then nothing but padding.
-        for part in (source_ids, target_ids):
-            for row in part:
-                real = np.flatnonzero(row)
-                assert real.size and (row[: real[-1] + 1] != 0).all()
-        assert (target_ids == text_lib.END_ID).sum() == len(target_ids)
-    assert seen == len(TINY_PAIRS)
-    full_source = padded(tiny.tokens.source_ids)
-    assert full_source.shape[0] == len(TINY_PAIRS)
+# --- the data of a training run --------------------------------------------------------------
 
 
-def test_batches_are_grouped_by_length(spa_eng_path):
-    config = Seq2SeqConfig(batch_size=64, source_vocab_size=2000, target_vocab_size=2000)
-    pairs = data_lib.read_pairs(spa_eng_path, max_pairs=20000).pairs[::3]
-    tokens = data_lib.vectorize_pairs(pairs, *text_lib.build_vocabularies(pairs, config), config)
-    real = padding = 0
-    for (source_ids, _), target_ids in data_lib.make_dataset(tokens, config):
-        real += int(tf.math.count_nonzero(target_ids))
-        padding += int(tf.size(target_ids)) - int(tf.math.count_nonzero(target_ids))
-    assert padding / (real + padding) < 0.15
+def test_prepared_data_has_vocabularies_of_the_training_split_only(spa_eng_path):
+    prepared = data_lib.prepare_data(SMALL, spa_eng_path)
+    splits = prepared.splits
+    assert len(splits.train) + len(splits.validation) + len(splits.test) == SMALL.max_pairs
+    assert prepared.source_vocabulary == text_lib.build_vocabularies(splits.train, SMALL)[0]
+    assert len(prepared.target_vocabulary) == SMALL.target_vocab_size
+    assert len(prepared.validation_tokens) == len(splits.validation)  # short pairs: none dropped
+    assert data_lib.describe_data(prepared).startswith(
+        f"pairs: {len(splits.train)} train / {len(splits.validation)} validation / "
+        f"{len(splits.test)} test; malformed lines skipped: none;"
+    )
+
+
+def test_too_few_pairs_for_a_validation_split_is_a_clear_error(tmp_path):
+    path = tmp_path / "pairs.txt"
+    path.write_text("Hello.\tHola.\n", encoding="utf-8")
+    with pytest.raises(data_lib.DataError, match="larger --max-pairs"):
+        data_lib.prepare_data(SMALL, path)
+
+
+def test_describe_counts_lists_reasons_alphabetically_or_says_none():
+    counts = collections.Counter({"too_long": 2, "empty_after_standardize": 1})
+    assert data_lib.describe_counts(counts) == "empty_after_standardize=1, too_long=2"
+    assert data_lib.describe_counts(collections.Counter()) == "none"

@@ -15,7 +15,13 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from seq2seq_keras import export
 from seq2seq_keras import data as data_lib
-from seq2seq_keras.decode import Translator
+from seq2seq_keras.config import MAX_BEAM_WIDTH
+from seq2seq_keras.translator import (
+    BEAM_SIGNATURE,
+    SERVING_SIGNATURE,
+    Translator,
+    TranslatorModule,
+)
 from seq2seq_keras.model import DECODER_LSTM
 from seq2seq_keras.model_dir import TrainedModel, write_model_files
 
@@ -79,7 +85,7 @@ def sentences(spa_eng_path) -> list[str]:
 
 
 def greedy_texts(model, sentences) -> list[str]:
-    outputs = model.signatures[export.SERVING_SIGNATURE](sentences=tf.constant(sentences))
+    outputs = model.signatures[SERVING_SIGNATURE](sentences=tf.constant(sentences))
     return [text.decode("utf-8") for text in outputs["translations"].numpy()]
 
 
@@ -144,18 +150,14 @@ def test_bad_names_and_model_directories_are_refused(trained, tmp_path):
 
 
 def test_the_module_translates_like_the_translator_greedy_and_beam(trained, translator, sentences):
-    serving = export.serving_translator(trained)
+    serving = TranslatorModule.from_trained(trained)
     outputs = serving(tf.constant(sentences))
     texts = [text.decode("utf-8") for text in outputs["translations"].numpy()]
     assert texts == translator.translate(sentences)
     assert texts[: len(TARGETS)] == TARGETS
     beam = serving.translate_beam(tf.constant(sentences), tf.constant(4))
-    translator.beam_width = 4
-    try:
-        beam_texts = [text.decode("utf-8") for text in beam["translations"].numpy()]
-        assert beam_texts == translator.translate(sentences)
-    finally:
-        translator.beam_width = 1
+    beam_texts = [text.decode("utf-8") for text in beam["translations"].numpy()]
+    assert beam_texts == translator.translate(sentences, beam_width=4)
 
 
 def test_a_fresh_process_with_only_tensorflow_and_text_translates_the_same(
@@ -174,7 +176,7 @@ def test_a_fresh_process_with_only_tensorflow_and_text_translates_the_same(
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert result["project_modules"] == []  # the package was neither imported nor importable
     assert result["greedy"] == translator.translate(sentences)
-    in_process = loaded.signatures[export.SERVING_SIGNATURE](sentences=tf.constant(sentences))
+    in_process = loaded.signatures[SERVING_SIGNATURE](sentences=tf.constant(sentences))
     np.testing.assert_allclose(result["greedy_scores"], in_process["scores"].numpy(), rtol=1e-6)
     assert result["beam"][: len(TARGETS)] == TARGETS
 
@@ -223,7 +225,7 @@ def test_an_export_made_with_a_gpu_visible_has_no_cudnn_kernel(trained, tmp_path
 
 
 def test_awkward_inputs_have_defined_outputs(loaded):
-    serve = loaded.signatures[export.SERVING_SIGNATURE]
+    serve = loaded.signatures[SERVING_SIGNATURE]
     empty = serve(sentences=tf.constant([], tf.string))
     assert empty["translations"].shape == (0,) and empty["scores"].shape == (0,)
     only_blank = serve(sentences=tf.constant(["", "  ", "🎉"]))  # no source token at all
@@ -243,7 +245,7 @@ def test_awkward_inputs_have_defined_outputs(loaded):
 
 
 def test_beam_width_is_clipped_and_bad_shapes_are_refused(loaded):
-    beam = loaded.signatures[export.BEAM_SIGNATURE]
+    beam = loaded.signatures[BEAM_SIGNATURE]
     sentences = tf.constant(SOURCES[:6])
 
     def texts(width):
@@ -251,8 +253,8 @@ def test_beam_width_is_clipped_and_bad_shapes_are_refused(loaded):
         return [text.decode("utf-8") for text in outputs["translations"].numpy()]
 
     assert texts(0) == texts(-3) == texts(1) == TARGETS[:6]
-    assert texts(1000) == texts(export.MAX_BEAM_WIDTH) == TARGETS[:6]
-    serve = loaded.signatures[export.SERVING_SIGNATURE]
+    assert texts(1000) == texts(MAX_BEAM_WIDTH) == TARGETS[:6]
+    serve = loaded.signatures[SERVING_SIGNATURE]
     for wrong_shape in (tf.constant("Thank you."), tf.constant([["Thank you."]])):
         with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError)):
             serve(sentences=wrong_shape)

@@ -5,14 +5,12 @@ import sys
 
 import pytest
 
-from seq2seq_keras.decode import Translator
+from seq2seq_keras.translator import Translator
 from seq2seq_keras.model_dir import (
     ModelDirError,
     TrainedModel,
     load_trained_model,
-    publish_directory,
-    staging_directory,
-    write_model_files,
+    save_model_directory,
 )
 
 from conftest import PROJECT_ROOT, TINY_PAIRS
@@ -21,10 +19,8 @@ SENTENCES = [source for source, _ in TINY_PAIRS] + ["", "Unknown words here?"]
 
 
 def write_tiny_model_dir(tiny, destination):
-    staging = staging_directory(destination)
     trained = TrainedModel(tiny.config, tiny.model, tiny.source_vocabulary, tiny.target_vocabulary)
-    write_model_files(staging, trained)
-    publish_directory(staging, destination)
+    save_model_directory(destination, trained)
     return trained
 
 
@@ -63,15 +59,32 @@ def test_loaded_model_has_the_same_config_vocabularies_and_weights(overfit_model
     assert json.loads((tmp_path / "model" / "config.json").read_text())["units"] == 32
 
 
-def test_publishing_replaces_an_old_model_and_leaves_no_temporary_files(tmp_path):
-    destination = tmp_path / "model"
-    destination.mkdir()
-    (destination / "old.txt").write_text("old")
-    staging = staging_directory(destination)
-    (staging / "new.txt").write_text("new")
-    publish_directory(staging, destination)
-    assert sorted(p.name for p in destination.iterdir()) == ["new.txt"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+def test_extra_files_are_published_with_the_model(overfit_model, tmp_path):
+    trained = write_tiny_model_dir(overfit_model, tmp_path / "first")
+
+    def add_history(staging):
+        (staging / "history.csv").write_text("epoch\n")
+
+    save_model_directory(tmp_path / "model", trained, add_files=add_history)
+    assert (tmp_path / "model" / "history.csv").read_text() == "epoch\n"
+    assert load_trained_model(tmp_path / "model").config == trained.config
+
+
+def test_a_failed_save_keeps_the_old_model_directory_and_leaves_no_temporary_files(
+    overfit_model, tmp_path
+):
+    model_dir = tmp_path / "model"
+    trained = write_tiny_model_dir(overfit_model, model_dir)
+    before = {path.name: path.read_bytes() for path in model_dir.iterdir()}
+
+    def fails(staging):
+        (staging / "history.csv").write_text("epoch\n")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        save_model_directory(model_dir, trained, add_files=fails)
+    assert {path.name: path.read_bytes() for path in model_dir.iterdir()} == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model"]
 
 
 def test_an_untrained_directory_is_a_clear_error(tmp_path):

@@ -1,20 +1,15 @@
-"""Searches: fake steps with fixed scores and exact outputs, then the trained tiny models.
+"""Searches: fake steps with fixed scores and exact outputs (the model's step: test_decode.py).
 
 The fake decoders are Markov tables: the next token's probabilities depend only on the previous
 token, and the state says which table a sentence uses, so one batch can mix several cases.
 """
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from seq2seq_keras import data as data_lib
-from seq2seq_keras import text as text_lib
 from seq2seq_keras import search
-from seq2seq_keras.decode import Translator, build_inference_models, greedy_decode_stepwise
-
-from conftest import TINY_PAIRS, build_tiny, padded
+from seq2seq_keras import text as text_lib
 
 PAD, UNK, START, END = text_lib.PAD_ID, text_lib.UNK_ID, text_lib.START_ID, text_lib.END_ID
 # Fake target vocabulary: the four special tokens, then seven words.
@@ -140,7 +135,7 @@ def test_beam_search_without_end_stops_at_the_maximum_length():
 
 
 def test_beam_width_below_one_and_negative_alpha_are_errors():
-    with pytest.raises(ValueError, match="beam_width must be at least 1"):
+    with pytest.raises(ValueError, match="beam_width must be between 1"):
         run(search.beam_search, ONE_HOT, max_length=4, beam_width=0)
     with pytest.raises(ValueError, match="alpha must be >= 0"):
         run(search.beam_search, ONE_HOT, max_length=4, alpha=-0.5)
@@ -191,128 +186,3 @@ def test_searches_accept_an_empty_batch():
         no_sentences = tf.zeros([0], tf.int32)
         ids, log_probs, lengths = search_fn(table_step(ONE_HOT), no_sentences, 0, max_length=5)
         assert ids.shape == (0, 0) and log_probs.shape == (0,) and lengths.shape == (0,)
-
-
-# --- The trained tiny models ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def half_trained_model(tiny_config):
-    """Less peaked than `overfit_model`: near-ties that would expose any numeric difference."""
-    return build_tiny(tiny_config, TINY_PAIRS, epochs=8)
-
-
-@pytest.fixture(scope="module")
-def bfloat16_model(tiny_config):
-    """Trained under mixed bfloat16: the cells compute, and carry their states, in bfloat16."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
-        tiny = build_tiny(tiny_config, TINY_PAIRS, epochs=8)
-        assert tiny.model.get_layer("decoder_lstm").cell.compute_dtype == "bfloat16"
-        return tiny
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
-@pytest.fixture(scope="module")
-def many_source_ids(spa_eng_path, overfit_model):
-    """Padded ids of 300 real English sentences (mostly unknown words to the tiny vocabulary)."""
-    pairs = data_lib.read_pairs(spa_eng_path, max_pairs=30000).pairs
-    sentences = [source for source, _ in pairs[::100]][:300] + [s for s, _ in TINY_PAIRS]
-    vectorizer = text_lib.make_vectorizer(overfit_model.source_vocabulary)
-    ragged = vectorizer(tf.constant(sentences))[:, : overfit_model.config.max_source_length]
-    ragged = tf.ragged.boolean_mask(ragged, ragged.row_lengths() > 0)
-    return padded(ragged)
-
-
-def teacher_forced_log_probs(tiny, source_ids, token_ids):
-    """The training model's log-probability of each row of `token_ids` (up to its [END])."""
-    decoder_input = np.concatenate([np.full((len(token_ids), 1), START), token_ids[:, :-1]], 1)
-    probabilities = tiny.model([source_ids, decoder_input]).numpy()
-    chosen = np.take_along_axis(probabilities, token_ids[..., None], axis=-1)[..., 0]
-    real = np.cumsum(np.cumsum(token_ids == END, axis=1), axis=1) <= 1  # through the 1st [END]
-    return np.where(real, np.log(chosen), 0.0).sum(axis=1)
-
-
-@pytest.mark.parametrize("which", ["overfit_model", "half_trained_model", "bfloat16_model"])
-def test_graph_greedy_equals_the_stepwise_decoder_exactly(which, request, many_source_ids):
-    tiny = request.getfixturevalue(which)
-    max_length = tiny.config.max_decode_length
-    models = build_inference_models(tiny.model)
-    expected = greedy_decode_stepwise(models, many_source_ids, max_length)
-    decoder = search.GraphDecoder(tiny.model, max_length)
-    result = decoder.greedy(tf.constant(many_source_ids))
-    np.testing.assert_array_equal(result.token_ids.numpy(), expected)
-    assert len(np.unique(expected, axis=0)) > 5  # the sentences do not all decode alike
-    # Its scores are the model's log-probabilities of those tokens.
-    np.testing.assert_allclose(
-        result.log_probs.numpy(),
-        teacher_forced_log_probs(tiny, many_source_ids, expected),
-        rtol=1e-4, atol=1e-4,
-    )
-
-
-def test_graph_beam_on_the_model_width_one_is_greedy_and_width_four_scores_higher(
-    half_trained_model, many_source_ids
-):
-    tiny = half_trained_model
-    decoder = search.GraphDecoder(tiny.model, tiny.config.max_decode_length)
-    state = decoder.encode(many_source_ids)
-    batch_size, max_length = len(many_source_ids), tiny.config.max_decode_length
-    greedy = search.greedy_search(decoder.step, state, batch_size, max_length)
-    beam_one = search.beam_search(decoder.step, state, batch_size, max_length, beam_width=1,
-                                  alpha=0.0, include_greedy=False)
-    np.testing.assert_array_equal(beam_one.token_ids, greedy.token_ids)
-
-    alpha = search.DEFAULT_LENGTH_ALPHA
-    beam = decoder.beam(tf.constant(many_source_ids), tf.constant(4), tf.constant(alpha))
-    beam_scores = search.normalized_scores(beam, alpha).numpy()
-    greedy_scores = search.normalized_scores(greedy, alpha).numpy()
-    assert (beam_scores >= greedy_scores - 1e-6).all()
-    assert (beam_scores > greedy_scores + 1e-3).sum() >= 1  # beam search did find better ones
-    # The beam's bookkeeping (parents, states) is right: rescoring its tokens agrees.
-    np.testing.assert_allclose(
-        beam.log_probs.numpy(),
-        teacher_forced_log_probs(tiny, many_source_ids, beam.token_ids.numpy()),
-        rtol=1e-4, atol=1e-4,
-    )
-
-
-def test_translator_decodes_with_the_graph_and_offers_beam_search(overfit_model):
-    sources = [source for source, _ in TINY_PAIRS]
-    targets = [target for _, target in TINY_PAIRS]
-    args = (overfit_model.config, overfit_model.model, overfit_model.source_vocabulary,
-            overfit_model.target_vocabulary)
-    greedy = Translator(*args)
-    assert isinstance(greedy.decoder, search.GraphDecoder)
-    assert greedy.translate(sources) == targets
-    assert Translator(*args, beam_width=4).translate(sources) == targets
-    with pytest.raises(ValueError, match="beam_width"):
-        Translator(*args, beam_width=0)
-
-
-def test_graph_decoder_handles_empty_batches_and_empty_sources(overfit_model):
-    decoder = search.GraphDecoder(overfit_model.model, overfit_model.config.max_decode_length)
-    empty = decoder.greedy(tf.zeros([0, 0], tf.int64))
-    assert empty.token_ids.shape == (0, 0)
-    assert decoder.decode(tf.zeros([0, 3], tf.int64), beam_width=3).token_ids.shape[0] == 0
-    # A row of padding only decodes from the zero state, like the stepwise decoder does.
-    expected = greedy_decode_stepwise(
-        build_inference_models(overfit_model.model), np.zeros((2, 1), np.int64), 12
-    )
-    np.testing.assert_array_equal(decoder.greedy(tf.zeros([2, 1], tf.int64)).token_ids, expected)
-
-
-def test_a_padding_token_is_the_same_step_in_both_decoders(half_trained_model):
-    # The stepwise decoder feeds padding to finished sentences; the functional step model does
-    # not mask it (its state changes), and the graph step must do exactly the same.
-    models = build_inference_models(half_trained_model.model)
-    decoder = search.GraphDecoder(half_trained_model.model, 12)
-    state = decoder.encode(padded(half_trained_model.tokens.source_ids)[:4])
-    tokens = np.array([PAD, A, PAD, C], np.int64)
-    probabilities, h, c = models.decoder_step([tf.constant(tokens[:, None]), *state])
-    log_probs, (graph_h, graph_c) = decoder.step(tf.constant(tokens), state)
-    np.testing.assert_array_equal(tf.math.log(probabilities[:, 0, :]), log_probs)
-    np.testing.assert_array_equal(h, graph_h)
-    np.testing.assert_array_equal(c, graph_c)

@@ -1,5 +1,6 @@
-"""Training: the model directory, TensorBoard logs, resuming after `kill -9`, atomic checkpoints,
-NaN losses, mixed precision, and tf.distribute (two logical CPUs, two worker processes)."""
+"""Training: the model directory, TensorBoard logs, resuming after `kill -9`, not resuming another
+config's checkpoint, NaN losses, mixed precision, and tf.distribute (two logical CPUs, two worker
+processes)."""
 
 import dataclasses
 import json
@@ -17,18 +18,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import PROJECT_ROOT
-from seq2seq_keras import decode
+from conftest import PROJECT_ROOT, SMALL, small_model
+from seq2seq_keras import checkpoints, pipeline
+from seq2seq_keras import data as data_lib
 from seq2seq_keras import train as train_lib
-from seq2seq_keras.config import Seq2SeqConfig
 from seq2seq_keras.model import MaskedAccuracy
 from seq2seq_keras.model_dir import load_trained_model
-
-# A model small enough to train an epoch of 1,500 pairs in about a second.
-SMALL = Seq2SeqConfig(
-    max_pairs=1500, source_vocab_size=200, target_vocab_size=200, embedding_dim=16, units=32,
-    batch_size=32, epochs=2, max_train_seconds=0, precision="float32", seed=11,
-)
+from seq2seq_keras.translator import Translator
 
 
 def run_python(code: str, env_extra=None, **kwargs) -> subprocess.CompletedProcess:
@@ -62,7 +58,7 @@ def test_training_writes_the_model_directory_history_and_tensorboard_logs(spa_en
 
     names = {path.name for path in (tmp_path / "model").iterdir()}
     assert {"model.keras", "config.json", "history.csv", "training_curves.png"} <= names
-    assert not train_lib.partial_directory(tmp_path / "model").exists()
+    assert not checkpoints.partial_directory(tmp_path / "model").exists()
     assert result.stop_reason == "epochs" and result.resumed_from is None
     assert result.history["epoch"] == [0, 1]
     assert epoch_values(logdir / "train", "epoch_loss") == pytest.approx(result.history["loss"])
@@ -93,7 +89,7 @@ def test_a_run_killed_mid_epoch_resumes_and_ends_as_if_never_killed(spa_eng_path
 
     killed = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
-    pointer = train_lib.partial_directory(tmp_path / "model") / train_lib.CHECKPOINT_FILENAME
+    pointer = checkpoints.partial_directory(tmp_path / "model") / checkpoints.CHECKPOINT_FILENAME
     position = None
     while killed.poll() is None:
         try:
@@ -128,52 +124,15 @@ def test_a_run_killed_mid_epoch_resumes_and_ends_as_if_never_killed(spa_eng_path
         reference_result["history"]["val_loss"], rel=1e-4
     )
     assert load_trained_model(tmp_path / "model").config == config
-    assert not train_lib.partial_directory(tmp_path / "model").exists()
-
-
-def small_model(config: Seq2SeqConfig = SMALL) -> keras.Model:
-    keras.utils.set_random_seed(config.seed)
-    model = train_lib.build_model(config)
-    model.optimizer.build(model.trainable_variables)
-    return model
-
-
-def test_a_checkpoint_write_that_dies_midway_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
-    store = train_lib.CheckpointStore(tmp_path)
-    model = small_model()
-    saved = [weights.copy() for weights in model.get_weights()]
-    store.save(model, train_lib.RunState(epoch=1, batch=4), SMALL, None, best_changed=False)
-
-    model.set_weights([np.zeros_like(weights) for weights in saved])
-
-    def dies_midway(path, *args, **kwargs):
-        Path(path).write_bytes(b"half a file")
-        raise OSError("killed while writing")
-
-    monkeypatch.setattr(model, "save_weights", dies_midway)
-    with pytest.raises(OSError, match="killed while writing"):
-        store.save(model, train_lib.RunState(epoch=1, batch=9), SMALL, None, best_changed=False)
-
-    fresh = small_model()
-    state, best_weights = store.load(fresh)
-    assert (state.epoch, state.batch, best_weights) == (1, 4, None)
-    for loaded, expected in zip(fresh.get_weights(), saved):
-        np.testing.assert_array_equal(loaded, expected)
-
-    monkeypatch.undo()
-    store.save(model, train_lib.RunState(epoch=2), SMALL, [np.ones(3)], best_changed=True)
-    record = store.read()
-    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
-        [train_lib.CHECKPOINT_FILENAME, record["weights"], record["best_weights"]]
-    )
+    assert not checkpoints.partial_directory(tmp_path / "model").exists()
 
 
 def test_a_checkpoint_of_another_config_is_not_resumed(spa_eng_path, tmp_path, caplog):
     other = dataclasses.replace(SMALL, units=16)
-    work_dir = train_lib.partial_directory(tmp_path / "model")
+    work_dir = checkpoints.partial_directory(tmp_path / "model")
     work_dir.mkdir()
-    store = train_lib.CheckpointStore(work_dir)
-    store.save(small_model(other), train_lib.RunState(epoch=1), other, None, best_changed=False)
+    store = checkpoints.CheckpointStore(work_dir)
+    store.save(small_model(other), checkpoints.RunState(epoch=1), other, None, best_changed=False)
 
     with caplog.at_level(logging.WARNING, logger="seq2seq_keras.train"):
         result = train_lib.train(SMALL, tmp_path / "model", data=spa_eng_path, verbose=0)
@@ -213,8 +172,8 @@ class NanAfter(keras.optimizers.schedules.LearningRateSchedule):
 def test_a_nan_loss_after_a_good_epoch_keeps_that_epoch(
     spa_eng_path, tmp_path, monkeypatch, caplog
 ):
-    prepared = train_lib.prepare_data(SMALL, spa_eng_path)
-    steps_per_epoch = train_lib.count_batches(prepared.train_tokens, SMALL)
+    prepared = data_lib.prepare_data(SMALL, spa_eng_path)
+    steps_per_epoch = pipeline.count_batches(prepared.train_tokens, SMALL)
     build_model = train_lib.build_model
 
     def diverging_model(config, strategy=None):
@@ -264,8 +223,8 @@ def test_mixed_bfloat16_computes_in_bfloat16_with_a_float32_softmax_and_translat
 
     # The float32 variables take the overfit model's weights; inference then runs in bfloat16.
     model.set_weights(overfit_model.model.get_weights())
-    translator = decode.Translator(config, model, overfit_model.source_vocabulary,
-                                   overfit_model.target_vocabulary)
+    translator = Translator(config, model, overfit_model.source_vocabulary,
+                            overfit_model.target_vocabulary)
     assert translator.translate(["Thank you.", "I love you."]) == ["Gracias.", "Te quiero."]
 
 

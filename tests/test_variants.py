@@ -13,16 +13,23 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from seq2seq_keras import cli, export, search, variants
+from seq2seq_keras import cli, export, pipeline, search
 from seq2seq_keras import data as data_lib
 from seq2seq_keras import text as text_lib
 from seq2seq_keras import model as model_lib
 from seq2seq_keras.config import Seq2SeqConfig
 from seq2seq_keras.decode import (
-    Translator,
     as_list,
     build_inference_models,
     greedy_decode_stepwise,
+)
+from seq2seq_keras.graph_decoder import GraphDecoder
+from seq2seq_keras.translator import (
+    ATTENTION_SIGNATURE,
+    BEAM_SIGNATURE,
+    SERVING_SIGNATURE,
+    Translator,
+    TranslatorModule,
 )
 from seq2seq_keras.model_dir import TrainedModel
 
@@ -54,7 +61,7 @@ def trained_variants(tiny_config):
     for name, switches in VARIANTS.items():
         config = dataclasses.replace(tiny_config, **switches)
         tiny = build_tiny(config, TINY_PAIRS, epochs=0)
-        dataset = data_lib.make_dataset(tiny.tokens, config, shuffle=True).cache()
+        dataset = pipeline.make_dataset(tiny.tokens, config, shuffle=True).cache()
         history = tiny.model.fit(dataset, epochs=TRAINING_STEPS, verbose=0).history
         trained[name] = (tiny, history["loss"])
     return trained
@@ -151,8 +158,8 @@ def test_every_variant_has_its_named_layers_and_trains(trained_variants):
         config = tiny.config
         expected = {model_lib.ENCODER_EMBEDDING, model_lib.DECODER_EMBEDDING,
                     model_lib.DECODER_DENSE}
-        expected |= {variants.encoder_rnn_name(i) for i in range(1, config.num_layers + 1)}
-        expected |= {variants.decoder_rnn_name(i) for i in range(1, config.num_layers + 1)}
+        expected |= {f"encoder_rnn_{i}" for i in range(1, config.num_layers + 1)}
+        expected |= {f"decoder_rnn_{i}" for i in range(1, config.num_layers + 1)}
         if config.attention != "none":
             expected |= {model_lib.ATTENTION_KEY, model_lib.ATTENTION,
                          model_lib.ATTENTION_COMBINE}
@@ -185,7 +192,7 @@ def test_graph_greedy_equals_the_stepwise_decoder_exactly(variant, real_source_i
     max_length = variant.config.max_decode_length
     expected = greedy_decode_stepwise(build_inference_models(variant.model), real_source_ids,
                                       max_length)
-    decoder = search.GraphDecoder(variant.model, max_length)
+    decoder = GraphDecoder(variant.model, max_length)
     result = decoder.greedy(tf.constant(real_source_ids))
     np.testing.assert_array_equal(result.token_ids.numpy(), expected)
     assert len(np.unique(expected, axis=0)) > 3  # the sentences do not all decode alike
@@ -196,7 +203,7 @@ def test_graph_greedy_equals_the_stepwise_decoder_exactly(variant, real_source_i
 
 
 def test_graph_beam_search_works_for_every_variant(variant, real_source_ids):
-    decoder = search.GraphDecoder(variant.model, variant.config.max_decode_length)
+    decoder = GraphDecoder(variant.model, variant.config.max_decode_length)
     source_ids = real_source_ids[:40]
     state = decoder.encode(source_ids)
     batch_size, max_length = len(source_ids), variant.config.max_decode_length
@@ -217,7 +224,7 @@ def test_graph_beam_search_works_for_every_variant(variant, real_source_ids):
 def test_empty_batches_and_sources_of_only_padding_decode(name, trained_variants):
     # Stacked layers and attention stack per-step outputs, which needs at least one step.
     variant = trained_variants[name][0]
-    decoder = search.GraphDecoder(variant.model, variant.config.max_decode_length)
+    decoder = GraphDecoder(variant.model, variant.config.max_decode_length)
     for shape in [(0, 0), (2, 0), (0, 3)]:
         no_source = tf.zeros(shape, tf.int64)
         assert decoder.greedy(no_source).token_ids.shape[0] == shape[0]
@@ -241,7 +248,7 @@ def test_attention_weights_sum_to_one_over_the_source_and_are_zero_on_padding(
     assert (~is_real).any() and len(set(is_real.sum(1))) > 3  # many lengths, much padding
 
     # The step-by-step decoder's weights, teacher-forced on the graph decoder's greedy tokens.
-    decoder = search.GraphDecoder(tiny.model, tiny.config.max_decode_length)
+    decoder = GraphDecoder(tiny.model, tiny.config.max_decode_length)
     result, weights = decoder.greedy_with_attention(tf.constant(source_ids))
     token_ids, weights = result.token_ids.numpy(), weights.numpy()
     models = build_inference_models(tiny.model)
@@ -289,14 +296,14 @@ def test_an_attention_export_translates_like_the_translator_and_returns_its_weig
     version_dir = export.export_saved_model(trained, "variant", tmp_path)
     monkeypatch.undo()
     loaded = tf.saved_model.load(str(version_dir))
-    assert set(loaded.signatures) == {export.SERVING_SIGNATURE, export.BEAM_SIGNATURE,
-                                      export.ATTENTION_SIGNATURE}
+    assert set(loaded.signatures) == {SERVING_SIGNATURE, BEAM_SIGNATURE,
+                                      ATTENTION_SIGNATURE}
     sentences = [source for source, _ in TINY_PAIRS] + ["", "Thank you, my friend, thank you."]
     expected = Translator(tiny.config, tiny.model, tiny.source_vocabulary,
                           tiny.target_vocabulary).translate(sentences)
-    outputs = loaded.signatures[export.ATTENTION_SIGNATURE](sentences=tf.constant(sentences))
+    outputs = loaded.signatures[ATTENTION_SIGNATURE](sentences=tf.constant(sentences))
     assert [text.decode("utf-8") for text in outputs["translations"].numpy()] == expected
-    greedy = loaded.signatures[export.SERVING_SIGNATURE](sentences=tf.constant(sentences))
+    greedy = loaded.signatures[SERVING_SIGNATURE](sentences=tf.constant(sentences))
     np.testing.assert_array_equal(outputs["scores"], greedy["scores"])
 
     weights = outputs["attention_weights"].numpy()  # (batch, steps, source_len)
@@ -318,7 +325,7 @@ def test_an_attention_export_translates_like_the_translator_and_returns_its_weig
 def test_a_classic_export_has_no_attention_signature(overfit_model, tmp_path):
     trained = TrainedModel(overfit_model.config, overfit_model.model,
                            overfit_model.source_vocabulary, overfit_model.target_vocabulary)
-    translator = export.serving_translator(trained)
+    translator = TranslatorModule.from_trained(trained)
     assert not translator.has_attention
     assert not hasattr(translator, "translate_with_attention")
 
@@ -335,7 +342,7 @@ def test_a_mixed_bfloat16_attention_model_decodes_exactly(tiny_config, real_sour
         keras.config.set_dtype_policy(previous)
     assert tiny.model.get_layer(model_lib.ATTENTION).compute_dtype == "bfloat16"
     expected = greedy_decode_stepwise(build_inference_models(tiny.model), real_source_ids, 12)
-    decoder = search.GraphDecoder(tiny.model, 12)
+    decoder = GraphDecoder(tiny.model, 12)
     result, weights = decoder.greedy_with_attention(tf.constant(real_source_ids))
     np.testing.assert_array_equal(result.token_ids.numpy(), expected)
     # The softmax runs in bfloat16 (8 bits of mantissa): the weights sum to 1 within 2^-8.

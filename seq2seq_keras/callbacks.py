@@ -1,0 +1,202 @@
+"""Callbacks: what `train` hands to `model.fit` to stop, checkpoint and show a run.
+
+Every one of them survives a restart: a resumed run continues the same time budget, early
+stopping and epoch numbering, and a loss that turns NaN never reaches a checkpoint.
+
+1. `TimeBudget` and `StopOnNaN` stop training; `ResumableEarlyStopping` stops it too and keeps
+   the best epoch's weights.
+2. `Checkpoint` saves the run into a `checkpoints.CheckpointStore` and writes `history.csv`.
+3. `EpochProgbar` is Keras' progress bar with the run's epoch numbers.
+
+At an epoch's end their order in the list matters: early stopping and the time budget decide
+first, then `Checkpoint` records their decision.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import keras
+
+from seq2seq_keras.checkpoints import CheckpointStore, RunState, history_csv
+from seq2seq_keras.config import Seq2SeqConfig
+from seq2seq_keras.model_dir import HISTORY_FILENAME
+from seq2seq_keras.storage import write_atomically
+
+
+def is_finite(value) -> bool:
+    """Whether a logged loss is a real number: not missing, NaN or infinite."""
+    return value is not None and math.isfinite(float(value))
+
+
+# --- 1. Stopping -----------------------------------------------------------------------------
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stop training once `seconds` have passed; the epoch in progress ends and is validated.
+
+    `spent` is the training time of earlier runs that this one resumes, so a resumed run gets
+    only what is left of the budget.
+    """
+
+    def __init__(self, seconds: float, spent: float = 0.0):
+        super().__init__()
+        self.seconds = seconds
+        self.spent = spent
+        self.started = time.monotonic()
+        self.stopped = False
+
+    def elapsed(self) -> float:
+        return self.spent + time.monotonic() - self.started
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.seconds and self.elapsed() > self.seconds:
+            self.stopped = True
+            self.model.stop_training = True
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stop at the first batch whose loss is NaN or infinite, and remember the epoch.
+
+    Like `keras.callbacks.TerminateOnNaN`, but `train` then says where it happened and keeps
+    the last good weights; `Checkpoint` and `ResumableEarlyStopping` ignore the broken epoch.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+        self.nan_epoch: int | None = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not is_finite((logs or {}).get("loss", 0.0)):
+            self.nan_epoch = self.epoch
+            self.model.stop_training = True
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """`EarlyStopping` on `val_loss` whose state survives a restart and several `fit` calls.
+
+    Unlike Keras' own it (1) starts from a saved state, (2) resets only once, not at every
+    `fit`, (3) ignores an epoch whose loss is NaN, and (4) leaves the best weights for `train`
+    to restore at the very end (Keras' restores them when each `fit` ends).
+    """
+
+    def __init__(self, patience: int, state: dict | None = None, best_weights=None):
+        super().__init__(monitor="val_loss", patience=patience, restore_best_weights=True)
+        self.saved_state = state or {}
+        self.saved_best_weights = best_weights
+        self.started = False
+        self.best_changed = False
+
+    def on_train_begin(self, logs=None):
+        if self.started:
+            return
+        self.started = True
+        super().on_train_begin(logs)
+        if self.saved_state:
+            self.best = self.saved_state["best"]
+            self.best_epoch = self.saved_state["best_epoch"]
+            self.wait = self.saved_state["wait"]
+            self.best_weights = self.saved_best_weights
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if not (is_finite(logs.get("loss")) and is_finite(logs.get("val_loss"))):
+            return
+        previous = self.best_weights
+        super().on_epoch_end(epoch, logs)
+        self.best_changed = self.best_weights is not previous
+
+    def on_train_end(self, logs=None):
+        pass
+
+    def get_state(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
+
+
+# --- 2. Checkpointing ------------------------------------------------------------------------
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """Save the run into a `CheckpointStore` every `every_seconds` and at every epoch end.
+
+    Also writes `history.csv` at every epoch end, from the same state, so the history and the
+    checkpoint never disagree about which epochs are finished. Nothing is saved from a batch or
+    epoch whose loss is NaN: the last checkpoint stays the last good one. `enabled=False`
+    (non-chief workers) keeps the bookkeeping but writes nothing.
+    """
+
+    def __init__(
+        self,
+        store: CheckpointStore,
+        state: RunState,
+        config: Seq2SeqConfig,
+        early_stopping: ResumableEarlyStopping,
+        every_seconds: float,
+        enabled: bool = True,
+    ):
+        super().__init__()
+        self.store = store
+        self.state = state
+        self.config = config
+        self.early_stopping = early_stopping
+        self.every_seconds = every_seconds
+        self.enabled = enabled
+        self.last_saved = time.monotonic()
+        self.first_batch = state.batch  # a resumed epoch continues from this batch
+        self.seconds_before = state.seconds
+        self.fit_started = time.monotonic()
+
+    def on_train_begin(self, logs=None):
+        self.seconds_before = self.state.seconds
+        self.fit_started = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.state.batch = self.first_batch + batch + 1
+        self.state.seconds = self.seconds_before + time.monotonic() - self.fit_started
+        due = self.every_seconds and time.monotonic() - self.last_saved >= self.every_seconds
+        if due and is_finite((logs or {}).get("loss")):
+            self.save(best_changed=False)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if not (is_finite(logs.get("loss")) and is_finite(logs.get("val_loss"))):
+            return
+        self.first_batch = 0
+        self.state.epoch, self.state.batch = epoch + 1, 0
+        self.state.seconds = self.seconds_before + time.monotonic() - self.fit_started
+        self.state.finished = (
+            bool(self.model.stop_training) or self.state.epoch >= self.config.epochs
+        )
+        self.state.history.append({"epoch": epoch, **{k: float(v) for k, v in logs.items()}})
+        self.state.early_stopping = self.early_stopping.get_state()
+        if self.enabled:
+            history_file = self.store.directory / HISTORY_FILENAME
+            write_atomically(history_file, history_csv(self.state.history))
+        self.save(best_changed=self.early_stopping.best_changed)
+
+    def save(self, best_changed: bool) -> None:
+        if self.enabled:
+            self.store.save(
+                self.model, self.state, self.config, self.early_stopping.best_weights, best_changed
+            )
+        self.last_saved = time.monotonic()
+
+
+# --- 3. Display ------------------------------------------------------------------------------
+
+
+class EpochProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, numbering epochs out of the run's total even in a resumed epoch's
+    separate `fit` (which Keras would show as "Epoch 3/3")."""
+
+    def __init__(self, total_epochs: int):
+        super().__init__()
+        self.total_epochs = total_epochs
+
+    def set_params(self, params):
+        super().set_params({**params, "epochs": self.total_epochs})

@@ -1,0 +1,289 @@
+"""The translator: sentences in, translations out — one `tf.Module` for Python and for serving.
+
+    sentences ─ repair UTF-8 ─ standardize + vocabulary ─ truncate ─ encoder ─ search ─ detokenize
+                                 (text.make_vectorizer)                 (graph_decoder.GraphDecoder)
+
+`TranslatorModule` holds all of it inside TensorFlow: it is what `export` writes as a
+SavedModel, and `Translator` is a thin Python wrapper over the very same module, so a sentence
+gets the same translation from `translate`, from the notebooks and from TensorFlow Serving.
+
+Bad input has one defined result everywhere: invalid UTF-8 bytes become U+FFFD and are dropped
+like any symbol; a sentence with no token after standardization (empty, blank, only emoji or
+symbols) translates to "" with score 0; a sentence longer than `max_source_length` tokens is
+truncated to its first `max_source_length` tokens (`Translator` also logs a warning); a beam
+wider than `MAX_BEAM_WIDTH` is clipped in a served request. Python callers get a `TypeError`
+for a non-string and a `ValueError` for a bad beam width or temperature.
+
+Signatures of the exported module (`signatures`):
+  serving_default(sentences: string[batch])                    → translations, scores
+  beam_search(sentences: string[batch], beam_width: int32[])   → translations, scores
+  attention(sentences: string[batch])    (attention models only) → translations, scores,
+      attention_weights, source_tokens, target_tokens
+
+`translations` is a `string[batch]`; `scores` a `float32[batch]`, the model's log-probability
+of the translation (`[END]` included).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable
+
+import keras
+import tensorflow as tf
+
+from seq2seq_keras.config import MAX_BEAM_WIDTH, Seq2SeqConfig, check_beam_width
+from seq2seq_keras.graph_decoder import GraphDecoder
+from seq2seq_keras.search import DEFAULT_LENGTH_ALPHA, SearchResult
+from seq2seq_keras.text import PAD_ID, detokenize, make_vectorizer, repair_utf8
+
+logger = logging.getLogger(__name__)
+
+SERVING_SIGNATURE = "serving_default"
+BEAM_SIGNATURE = "beam_search"
+ATTENTION_SIGNATURE = "attention"  # only for a model trained with attention
+SENTENCES_SPEC = tf.TensorSpec([None], tf.string, name="sentences")
+BEAM_WIDTH_SPEC = tf.TensorSpec([], tf.int32, name="beam_width")
+TEMPERATURE_SPEC = tf.TensorSpec([], tf.float32, name="temperature")
+SEED_SPEC = tf.TensorSpec([], tf.int64, name="seed")
+
+
+class TranslatorModule(tf.Module):
+    """Strings in, strings out, as a `tf.Module` that `tf.saved_model.save` writes completely.
+
+    It holds the source vectorizer, the vocabularies and a `graph_decoder.GraphDecoder` over the
+    trained layers (shared, not copied); every entry point is a `tf.function` with a fixed
+    input signature.
+
+    Args:
+      config: the model's config (lengths of sources and translations).
+      training_model: the trained Keras model.
+      source_vocabulary, target_vocabulary: the vocabularies the model was trained with.
+      length_alpha: the beam search's length-normalization exponent.
+    Example:
+      >>> module = TranslatorModule(config, model, source_vocab, target_vocab)
+      >>> module(tf.constant(["Thank you."]))["translations"]  # [b"Gracias."]
+    """
+
+    def __init__(
+        self,
+        config: Seq2SeqConfig,
+        training_model: keras.Model,
+        source_vocabulary: list[str],
+        target_vocabulary: list[str],
+        length_alpha: float = DEFAULT_LENGTH_ALPHA,
+    ):
+        super().__init__(name="translator")
+        self.config = config
+        self.source_vectorizer = make_vectorizer(source_vocabulary)
+        self.source_vocabulary = tf.constant(source_vocabulary, tf.string)
+        self.target_vocabulary = tf.constant(target_vocabulary, tf.string)
+        self.decoder = GraphDecoder(
+            training_model, config.max_decode_length, vocabulary_size=len(target_vocabulary)
+        )
+        self.max_source_length = config.max_source_length
+        self.length_alpha = length_alpha
+        self.has_attention = self.decoder.has_attention
+        if self.has_attention:
+            self.translate_with_attention = tf.function(
+                self._translate_with_attention, input_signature=[SENTENCES_SPEC]
+            )
+
+    @classmethod
+    def from_trained(cls, trained) -> "TranslatorModule":
+        """The module of a `model_dir.TrainedModel` (a loaded or just-trained model)."""
+        return cls(trained.config, trained.training_model, trained.source_vocabulary,
+                   trained.target_vocabulary)
+
+    def tokenize(self, sentences: tf.Tensor) -> tf.RaggedTensor:
+        """`(batch, None)` source ids of a string tensor: UTF-8 repaired, standardized."""
+        return self.source_vectorizer(repair_utf8(sentences))
+
+    def source_ids(self, sentences: tf.Tensor) -> tf.Tensor:
+        """`(batch, source_len)` padded ids, truncated to `max_source_length` tokens."""
+        return self.tokenize(sentences)[:, : self.max_source_length].to_tensor(PAD_ID)
+
+    def outputs(self, source_ids: tf.Tensor, result: SearchResult) -> dict[str, tf.Tensor]:
+        """The signature outputs; a sentence without source tokens gets "" and score 0."""
+        is_empty = tf.reduce_all(tf.equal(source_ids, PAD_ID), axis=1)
+        translations = detokenize(result.token_ids, self.target_vocabulary)
+        return {
+            "translations": tf.where(is_empty, tf.constant(""), translations),
+            "scores": tf.where(is_empty, 0.0, result.log_probs),
+        }
+
+    @tf.function(input_signature=[SENTENCES_SPEC])
+    def __call__(self, sentences: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Greedy translations of a `(batch,)` string tensor: `translations` and `scores`."""
+        source_ids = self.source_ids(sentences)
+        return self.outputs(source_ids, self.decoder.greedy(source_ids))
+
+    @tf.function(input_signature=[SENTENCES_SPEC, BEAM_WIDTH_SPEC])
+    def translate_beam(self, sentences: tf.Tensor, beam_width: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Beam-search translations; `beam_width` is clipped to `[1, MAX_BEAM_WIDTH]`."""
+        source_ids = self.source_ids(sentences)
+        beam_width = tf.clip_by_value(beam_width, 1, MAX_BEAM_WIDTH)
+        result = self.decoder.beam(source_ids, beam_width, tf.constant(self.length_alpha))
+        return self.outputs(source_ids, result)
+
+    @tf.function(input_signature=[SENTENCES_SPEC, TEMPERATURE_SPEC, SEED_SPEC])
+    def translate_sample(self, sentences, temperature, seed) -> dict[str, tf.Tensor]:
+        """Sampled translations: each token drawn from softmax(log-probs / temperature).
+
+        The same seed and batch give the same translations; a low temperature approaches
+        greedy decoding, a high one draws more varied (and less faithful) translations.
+        """
+        source_ids = self.source_ids(sentences)
+        return self.outputs(source_ids, self.decoder.sample(source_ids, temperature, seed))
+
+    def _translate_with_attention(self, sentences: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Greedy translations and, for each, where the decoder looked at every step.
+
+        Adds to `translations` and `scores`: `attention_weights` `(batch, steps, source_len)`
+        (row t sums to 1 over the source tokens, 0 on padding and after `[END]`), the
+        `source_tokens` `(batch, source_len)` and the `target_tokens` `(batch, steps)` the rows
+        and columns stand for ("" on padding): what an attention plot needs.
+        """
+        source_ids = self.source_ids(sentences)
+        result, weights = self.decoder.greedy_with_attention(source_ids)
+        outputs = self.outputs(source_ids, result)
+        # A sentence without source tokens has nothing to look at: no weights, no tokens.
+        is_empty = tf.reduce_all(tf.equal(source_ids, PAD_ID), axis=1)
+        token_ids = tf.where(is_empty[:, None], tf.constant(PAD_ID, tf.int64), result.token_ids)
+        outputs["attention_weights"] = tf.where(is_empty[:, None, None], 0.0, weights)
+        outputs["source_tokens"] = tf.gather(self.source_vocabulary, source_ids)
+        outputs["target_tokens"] = tf.gather(self.target_vocabulary, token_ids)
+        return outputs
+
+
+def signature_names(has_attention: bool) -> tuple[str, ...]:
+    """The names of the exported signatures, for a model with or without attention."""
+    return (SERVING_SIGNATURE, BEAM_SIGNATURE) + ((ATTENTION_SIGNATURE,) if has_attention else ())
+
+
+def signatures(module: TranslatorModule) -> dict:
+    """The serving signatures of `module`, by name (see the module docstring)."""
+    functions = {
+        SERVING_SIGNATURE: module.__call__,
+        BEAM_SIGNATURE: module.translate_beam,
+        ATTENTION_SIGNATURE: getattr(module, "translate_with_attention", None),
+    }
+    return {
+        name: functions[name].get_concrete_function()
+        for name in signature_names(module.has_attention)
+    }
+
+
+class Translator:
+    """Translate Python strings with a `TranslatorModule`: lists in, lists out.
+
+    A thin wrapper: it checks the arguments, encodes the text as UTF-8, cuts long lists into
+    batches, and calls the module, so it translates exactly as the exported SavedModel does.
+
+    Example:
+      >>> translator = Translator(config, model, source_vocabulary, target_vocabulary)
+      >>> translator.translate(["Thank you."], beam_width=4)  # ["Gracias."]
+    """
+
+    def __init__(
+        self,
+        config: Seq2SeqConfig,
+        training_model: keras.Model,
+        source_vocabulary: list[str],
+        target_vocabulary: list[str],
+    ):
+        self.module = TranslatorModule(config, training_model, source_vocabulary, target_vocabulary)
+
+    @classmethod
+    def from_trained(cls, trained) -> "Translator":
+        """The translator of a `model_dir.TrainedModel` (a loaded or just-trained model)."""
+        return cls(trained.config, trained.training_model, trained.source_vocabulary,
+                   trained.target_vocabulary)
+
+    @property
+    def config(self) -> Seq2SeqConfig:
+        return self.module.config
+
+    def source_ids(self, sentences: Iterable[str | bytes]) -> tf.RaggedTensor:
+        """Ragged `(batch, None)` source ids as the module sees them, truncated."""
+        ragged = self.module.tokenize(as_utf8_tensor(sentences))
+        return ragged[:, : self.config.max_source_length]
+
+    def translate(
+        self,
+        sentences: Iterable[str | bytes],
+        beam_width: int = 1,
+        temperature: float | None = None,
+        seed: int = 0,
+        batch_size: int = 256,
+    ) -> list[str]:
+        """Translate sentences, `batch_size` at a time.
+
+        Args:
+          sentences: `str` (or UTF-8 `bytes`, repaired like the export repairs them).
+          beam_width: 1 is greedy decoding; more is beam search with that many hypotheses.
+          temperature: sample each token at this temperature (> 0) instead of searching.
+          seed: the sampling seed; the same seed and batch give the same translations.
+          batch_size: sentences per call of the module.
+        Returns:
+          One translation per sentence, "" for a sentence with no token.
+        """
+        check_beam_width(beam_width)
+        if temperature is not None and not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}; omit it for greedy.")
+        sentences = as_utf8_list(sentences)
+        translations = []
+        for start in range(0, len(sentences), batch_size):
+            batch = tf.constant(sentences[start : start + batch_size], tf.string)
+            self.warn_if_truncated(batch)
+            if temperature is not None:
+                outputs = self.module.translate_sample(batch, temperature, seed)
+            elif beam_width > 1:
+                outputs = self.module.translate_beam(batch, beam_width)
+            else:
+                outputs = self.module(batch)
+            translations += [text.decode("utf-8") for text in outputs["translations"].numpy()]
+        return translations
+
+    def warn_if_truncated(self, sentences: tf.Tensor) -> None:
+        lengths = self.module.tokenize(sentences).row_lengths()
+        too_long = int(tf.reduce_sum(tf.cast(lengths > self.config.max_source_length, tf.int32)))
+        if too_long:
+            logger.warning(
+                "%d sentence(s) longer than %d tokens were truncated before translating.",
+                too_long, self.config.max_source_length,
+            )
+
+
+def as_utf8_list(sentences: Iterable[str | bytes]) -> list[bytes]:
+    """`sentences` as UTF-8 bytes, or a `TypeError` that names the first item that is not text.
+
+    A `str` holding lone surrogates (what Python makes of undecodable bytes on standard input
+    or in `sys.argv`) gets its original bytes back, so they are repaired like any invalid UTF-8.
+    """
+    if isinstance(sentences, (str, bytes)):
+        raise TypeError("translate() takes a list of sentences, not one string: use [sentence].")
+    encoded = []
+    for position, sentence in enumerate(sentences):
+        if isinstance(sentence, str):
+            sentence = utf8_bytes(sentence)
+        elif not isinstance(sentence, bytes):
+            raise TypeError(
+                f"sentence {position} is a {type(sentence).__name__}, not a str: "
+                "translate() takes text only."
+            )
+        encoded.append(sentence)
+    return encoded
+
+
+def utf8_bytes(text: str) -> bytes:
+    """`text` as UTF-8; lone surrogates become the invalid bytes they stand for."""
+    try:
+        return text.encode("utf-8", errors="surrogateescape")  # undecodable input bytes
+    except UnicodeEncodeError:
+        return text.encode("utf-8", errors="surrogatepass")  # other lone surrogates
+
+
+def as_utf8_tensor(sentences: Iterable[str | bytes]) -> tf.Tensor:
+    """`as_utf8_list` as a `(batch,)` string tensor."""
+    return tf.constant(as_utf8_list(sentences), tf.string)
