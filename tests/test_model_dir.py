@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -90,3 +91,19 @@ def test_a_failed_save_keeps_the_old_model_directory_and_leaves_no_temporary_fil
 def test_an_untrained_directory_is_a_clear_error(tmp_path):
     with pytest.raises(ModelDirError, match="missing: model.keras.*python -m seq2seq_keras train"):
         load_trained_model(tmp_path)
+
+
+# --- Model directories written by an older version -----------------------------------------------
+
+OLDER_MODEL_DIRS = Path(__file__).parent / "fixtures" / "model_dirs_acc5721"
+
+
+@pytest.mark.parametrize("name", ["classic", "luong"])
+def test_a_model_directory_of_an_older_version_loads_and_translates_the_same(name):
+    recorded = json.loads((OLDER_MODEL_DIRS / "translations.json").read_text(encoding="utf-8"))
+    trained = load_trained_model(OLDER_MODEL_DIRS / name)
+    translator = Translator.from_trained(trained)
+    sentences = recorded["sentences"]
+    assert translator.translate(sentences) == recorded[name]["greedy"]
+    assert translator.translate(sentences, beam_width=3) == recorded[name]["beam3"]
+    assert recorded[name]["greedy"][:2] == ["Gracias.", "¿Cómo estás?"]  # a trained model
