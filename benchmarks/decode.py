@@ -12,8 +12,10 @@ range of source lengths, in test-split order), after one untimed warm-up pass, i
 4. the exported SavedModel, reloaded, strings in and out, greedy and beam 4 at batch 64;
 
 then the latency of a one-sentence SavedModel call (p50/p95), and the greedy decoder's achieved
-GFLOP/s next to a 2048x2048 float32 matmul's measured in the same run. Every decoder's tokens
-are checked against the classic loop's. Ratios are against the classic row; the stepwise
+GFLOP/s next to a 2048x2048 float32 matmul's measured in the same run. The graph decoder's
+tokens must equal the stepwise decoder's at the same batch size, and the SavedModel's text the
+graph decoder's (the exit status is 1 otherwise); against the classic loop, which runs the
+models through `predict`, it counts the sentences whose tokens differ by rounding. Ratios are against the classic row; the stepwise
 batch-1 row shows how much of the ratio is the per-call overhead of `predict` and how much is
 batching and the compiled graph.
 """
@@ -113,6 +115,11 @@ def spread_over_lengths(items: list[tuple[str, list[int]]], count: int) -> list:
     return [item for index, item in enumerate(items) if index in chosen]
 
 
+def differing_rows(rows: list, other_rows: list) -> int:
+    """How many sentences two decoders translated to different tokens."""
+    return sum(row != other for row, other in zip(rows, other_rows))
+
+
 def pad_rows(rows: list[list[int]]) -> np.ndarray:
     """`(len(rows), longest)` int64 ids, right-padded."""
     width = max(len(row) for row in rows)
@@ -162,15 +169,16 @@ def main(argv=None) -> int:
     # 2. The classic loop and the stepwise decoder, one sentence per call.
     seconds, classic = timed(lambda: [classic_decode(models, ids, max_length) for ids in one_ids])
     rows.append(("classic (predict per token)", 1, num_sentences, seconds))
-    reference = [row for ids in classic for row in trim(ids)]
+    classic_tokens = [row for ids in classic for row in trim(ids)]
     seconds, stepwise_one = timed(
         lambda: [greedy_decode_stepwise(models, ids, max_length) for ids in one_ids]
     )
     rows.append(("stepwise (model call per token)", 1, num_sentences, seconds))
     graph_one_seconds, graph_one = timed(lambda: [decoder.greedy(ids) for ids in one_ids])
-    agreement = {
-        "stepwise batch 1": [r for ids in stepwise_one for r in trim(ids)] == reference,
-        "graph batch 1": [r for res in graph_one for r in trim(res.token_ids.numpy())] == reference,
+    stepwise_one_tokens = [r for ids in stepwise_one for r in trim(ids)]
+    agreement = {  # the same step on the same batches: these must agree exactly
+        "graph batch 1 vs stepwise batch 1":
+            [r for res in graph_one for r in trim(res.token_ids.numpy())] == stepwise_one_tokens,
     }
 
     # 3. Batched stepwise and the graph searches.
@@ -189,8 +197,12 @@ def main(argv=None) -> int:
     greedy_tokens = [r for result in greedy for r in trim(result.token_ids.numpy())]
     stepwise_tokens = [r for ids in stepwise for r in trim(ids)]
     agreement["graph batch 64 vs stepwise batch 64"] = greedy_tokens == stepwise_tokens
-    # Across batch sizes float sums may round differently, so this one is informative only.
-    same_across_batch_sizes = greedy_tokens == reference
+    # `predict` runs the same models as a compiled graph, and other batch sizes sum in another
+    # order: rounding may differ (more so in bfloat16), so these are informative only.
+    rounding_checks = {
+        "stepwise batch 1 vs classic (predict)": differing_rows(stepwise_one_tokens, classic_tokens),
+        f"graph batch {args.batch_size} vs classic batch 1": differing_rows(greedy_tokens, classic_tokens),
+    }
 
     # 4. The exported SavedModel, reloaded: strings in, strings out.
     with tempfile.TemporaryDirectory() as export_root:
@@ -251,8 +263,9 @@ def main(argv=None) -> int:
     print(f"test BLEU: greedy {greedy_bleu:.2f}, beam 4 {beam_bleu:.2f}")
     for check, same in agreement.items():
         print(f"same tokens/text, {check}: {'yes' if same else 'NO'}")
-    print(f"same tokens, graph batch {args.batch_size} vs classic batch 1: "
-          f"{'yes' if same_across_batch_sizes else 'no (rounding differs across batch sizes)'}")
+    for check, differing in rounding_checks.items():
+        print(f"same tokens, {check}: "
+              f"{'yes' if not differing else f'{differing} of {num_sentences} differ (rounding)'}")
     print(f"\nbatched greedy: {greedy_rate / classic_rate:.0f}x the classic loop's sentences/s")
     return 0 if all(agreement.values()) else 1
 

@@ -17,19 +17,18 @@ import sys
 from seq2seq_keras.config import (
     ATTENTIONS,
     CELLS,
+    DEFAULT_EXPORT_ROOT,
     PRECISIONS,
     STRATEGIES,
     Seq2SeqConfig,
     check_beam_width,
+    check_temperature,
 )
 
 # TensorFlow's C++ log level without --verbose: 3 keeps its start-up chatter (CUDA stubs on a
 # machine without a GPU, oneDNN notices) out of the terminal. Set before TensorFlow is imported.
 QUIET_TENSORFLOW_LOG_LEVEL = "3"
 DEFAULT_MODEL_DIR = "runs/eng_spa"
-# Root of `export`'s TF Serving layout, EXPORT_DIR/NAME/<version>/ (= export.DEFAULT_EXPORT_ROOT;
-# repeated here so that `--help` does not have to import TensorFlow).
-DEFAULT_EXPORT_DIR = "saved_models"
 SAMPLE_SENTENCES = (
     "Thank you.",
     "How are you?",
@@ -63,6 +62,14 @@ def beam_width(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
 
 
+def temperature(text: str) -> float:
+    """argparse type of `--temperature`: a number `config.check_temperature` accepts."""
+    try:
+        return check_temperature(float(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m seq2seq_keras",
@@ -73,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "the command)")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    for add_command in (add_train, add_translate, add_evaluate, add_export, add_plot):
+        add_command(commands)
+    return parser
+
+
+def add_train(commands) -> None:
+    """Add the `train` command: every `Seq2SeqConfig` switch, defaults from the config."""
     train = commands.add_parser(
         "train",
         help="train a model, then print test BLEU and sample translations",
@@ -126,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
                        help="Keras progress: 1 bar (default), 2 one line per epoch, 0 silent")
 
+
+def add_translate(commands) -> None:
+    """Add the `translate` command: greedy, beam or sampled translations."""
     translate = commands.add_parser(
         "translate",
         help="translate sentences given as arguments or one per line on stdin",
@@ -138,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--sample", action="store_true",
                            help="sample each token from the model's distribution instead of "
                            "searching (see --temperature, --seed)")
-    translate.add_argument("--temperature", type=float, default=1.0, metavar="T",
+    translate.add_argument("--temperature", type=temperature, default=1.0, metavar="T",
                            help="with --sample: divide the log-probabilities by T > 0; lower is "
                            "closer to greedy (default: 1.0)")
     translate.add_argument("--seed", type=int, default=0, metavar="S",
@@ -146,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default: 0)")
     translate.add_argument("sentences", nargs="*", help="sentences to translate")
 
+
+def add_evaluate(commands) -> None:
+    """Add the `evaluate` command: BLEU and chrF on the test split."""
     evaluate = commands.add_parser(
         "evaluate",
         help="BLEU and chrF on the test split, overall and by source length",
@@ -158,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="also score beam search with K hypotheses (default: 4; 1 scores "
                           "greedy decoding only)")
 
+
+def add_export(commands) -> None:
+    """Add the `export` command: a SavedModel in TF Serving's layout."""
     export = commands.add_parser(
         "export",
         help="write a string-in/string-out SavedModel for TensorFlow Serving",
@@ -168,9 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--name", required=True,
                         help="the served model's name: the directory under --export-dir, "
                         "e.g. translator (not the name of a training model directory there)")
-    export.add_argument("--export-dir", default=DEFAULT_EXPORT_DIR,
-                        help=f"root of the exported models (default: {DEFAULT_EXPORT_DIR})")
+    export.add_argument("--export-dir", default=DEFAULT_EXPORT_ROOT,
+                        help=f"root of the exported models (default: {DEFAULT_EXPORT_ROOT})")
 
+
+def add_plot(commands) -> None:
+    """Add the `plot` command: figures comparing trained models."""
     plot = commands.add_parser(
         "plot",
         help="draw BLEU against source length, training curves and attention maps of models",
@@ -188,7 +214,6 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--splits", default="test", choices=("test", "validation,test"),
                       help="held-out sentences scored by length: the test split (default) or "
                       "validation and test pooled, for more long sentences")
-    return parser
 
 
 def config_from_args(args: argparse.Namespace):
@@ -336,9 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; return the process exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "translate" and args.sample and (args.beam > 1 or args.temperature <= 0):
-        parser.error("translate --sample takes --temperature > 0 and no --beam (it draws "
-                     "tokens instead of searching)")
+    if args.command == "translate" and args.sample and args.beam > 1:
+        parser.error("translate --sample draws tokens instead of searching: drop --beam")
     if not args.tensorflow_logs:
         import_tensorflow_quietly()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

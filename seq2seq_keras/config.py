@@ -18,6 +18,8 @@ CELLS = ("lstm", "gru")  # the recurrent cell (docs/variants.md)
 ATTENTIONS = ("none", "luong", "bahdanau")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # see `precision` below
 STRATEGIES = ("default", "mirrored", "multiworker")  # tf.distribute (seq2seq_keras.distribute)
+# Where exports go by default: EXPORT_ROOT/NAME/<version>/, TensorFlow Serving's layout.
+DEFAULT_EXPORT_ROOT = "saved_models"
 # Wider beams cost time linearly and rarely help an LSTM translator. A Python caller asking for
 # more gets a ValueError; a served request is clipped to this width.
 MAX_BEAM_WIDTH = 16
@@ -32,6 +34,15 @@ def check_beam_width(beam_width: int) -> int:
             f"beam_width must be between 1 (greedy) and {MAX_BEAM_WIDTH}, got {beam_width}."
         )
     return beam_width
+
+
+def check_temperature(temperature: float) -> float:
+    """Return `temperature` if sampling can use it (> 0), else raise ValueError."""
+    if not temperature > 0:
+        raise ValueError(
+            f"temperature must be > 0, got {temperature}; greedy decoding is the limit at 0."
+        )
+    return temperature
 
 
 @dataclasses.dataclass(frozen=True)

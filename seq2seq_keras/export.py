@@ -20,13 +20,10 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from seq2seq_keras.config import CONFIG_FILENAME
+from seq2seq_keras.config import CONFIG_FILENAME, DEFAULT_EXPORT_ROOT
 from seq2seq_keras.model_dir import MODEL_FILENAME, TrainedModel
 from seq2seq_keras.storage import publish_directory, staging_directory
 from seq2seq_keras.translator import TranslatorModule, signatures
-
-DEFAULT_EXPORT_ROOT = "saved_models"
-
 
 class ExportError(Exception):
     """The export could not be written: the message says why and what to do."""

@@ -24,7 +24,7 @@ from typing import Any, Callable, NamedTuple
 
 import tensorflow as tf
 
-from seq2seq_keras.config import check_beam_width
+from seq2seq_keras.config import check_beam_width, check_temperature
 from seq2seq_keras.text import END_ID, PAD_ID, START_ID
 
 # The step contract shared by all searches (see the module docstring).
@@ -146,10 +146,8 @@ def sample_search(
       temperature: > 0. Checked when given as a Python number; a tensor is floored at 1e-6.
       seed: an integer; the same seed and batch give the same samples.
     """
-    if isinstance(temperature, (int, float)) and not temperature > 0:
-        raise ValueError(
-            f"temperature must be > 0, got {temperature}; use greedy_search for temperature 0."
-        )
+    if isinstance(temperature, (int, float)):
+        check_temperature(temperature)
     temperature = tf.maximum(tf.cast(temperature, tf.float32), 1e-6)
     seed = tf.cast(seed, tf.int64)
 

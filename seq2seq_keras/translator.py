@@ -32,7 +32,12 @@ from typing import Iterable
 import keras
 import tensorflow as tf
 
-from seq2seq_keras.config import MAX_BEAM_WIDTH, Seq2SeqConfig, check_beam_width
+from seq2seq_keras.config import (
+    MAX_BEAM_WIDTH,
+    Seq2SeqConfig,
+    check_beam_width,
+    check_temperature,
+)
 from seq2seq_keras.graph_decoder import GraphDecoder
 from seq2seq_keras.search import DEFAULT_LENGTH_ALPHA, SearchResult
 from seq2seq_keras.text import PAD_ID, detokenize, make_vectorizer, repair_utf8
@@ -229,8 +234,8 @@ class Translator:
           One translation per sentence, "" for a sentence with no token.
         """
         check_beam_width(beam_width)
-        if temperature is not None and not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}; omit it for greedy.")
+        if temperature is not None:
+            check_temperature(temperature)
         sentences = as_utf8_list(sentences)
         translations = []
         for start in range(0, len(sentences), batch_size):

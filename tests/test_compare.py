@@ -13,7 +13,7 @@ from conftest import TINY_PAIRS, build_tiny
 from test_cli import run_cli
 from test_plots import PNG_SIGNATURE
 
-# spa-eng English→Spanish: pairs of the validation and test splits (issue 2's fixed split).
+# spa-eng English→Spanish: pairs of the validation and test splits.
 VALIDATION_PAIRS, TEST_PAIRS, TEST_SOURCES = 2394, 2358, 2065
 
 
