@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 from pathlib import Path
 
 CONFIG_FILENAME = "config.json"
@@ -27,7 +28,7 @@ MAX_BEAM_WIDTH = 16
 
 def check_beam_width(beam_width: int) -> int:
     """Return `beam_width` if it is a usable beam width (1 is greedy), else raise ValueError."""
-    if isinstance(beam_width, bool) or not isinstance(beam_width, int):
+    if isinstance(beam_width, bool) or not isinstance(beam_width, numbers.Integral):
         raise ValueError(f"beam_width must be an integer, got {beam_width!r}.")
     if not 1 <= beam_width <= MAX_BEAM_WIDTH:
         raise ValueError(

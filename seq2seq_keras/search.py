@@ -215,7 +215,7 @@ def beam_search(
     Returns:
       The best hypothesis of every sentence as a `SearchResult`.
     """
-    if isinstance(beam_width, int):
+    if not tf.is_tensor(beam_width):
         check_beam_width(beam_width)
     if isinstance(alpha, (int, float)) and alpha < 0:
         raise ValueError(f"alpha must be >= 0 (0: no length normalization), got {alpha}.")
