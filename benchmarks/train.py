@@ -27,7 +27,9 @@ Variants (`--variants`, comma-separated; the default runs `plain,padded,default`
                   the default with intra-op / inter-op thread pools of the given sizes
 
 Every variant runs in its own process: thread pools must be set before TensorFlow starts, and
-peak memory is per process. The data is read and vectorized once, by the parent.
+peak memory is per process. The vocabularies are built once, by a first child. The length-bucket
+variants stream the training pairs from text through the tokenizers, as `train` does
+(`pipeline.training_batches`); `plain` and `padded` batch token ids made once, as a tutorial does.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ import tensorflow as tf  # noqa: E402
 from seq2seq_keras import callbacks as callbacks_lib  # noqa: E402
 from seq2seq_keras import data as data_lib  # noqa: E402
 from seq2seq_keras import pipeline as pipeline_lib  # noqa: E402
+from seq2seq_keras import tokenizers  # noqa: E402
 from seq2seq_keras import train as train_lib  # noqa: E402
 from seq2seq_keras.config import Seq2SeqConfig  # noqa: E402
 
@@ -61,7 +64,7 @@ from seq2seq_keras.config import Seq2SeqConfig  # noqa: E402
 @dataclasses.dataclass(frozen=True)
 class Variant:
     description: str
-    # "buckets" (pipeline.make_dataset), "padded", "fixed" or "boundaries"
+    # "buckets" (pipeline.training_batches), "padded", "fixed" or "boundaries"
     pipeline: str = "buckets"
     batch_size: int = 128
     precision: str = "auto"
@@ -132,7 +135,8 @@ def main() -> None:
                 matmul[dtype] = max(rate, matmul.get(dtype, 0))
             for name in names:
                 result = run_child(
-                    ["--worker", name, "--tokens", str(tokens_file), "--steps", str(args.steps),
+                    ["--worker", name, "--tokens", str(tokens_file), *data_args(args),
+                     "--steps", str(args.steps),
                      "--warmup", str(args.warmup), "--train-seconds", str(args.train_seconds),
                      "--train-steps", str(args.train_steps)]
                 )
@@ -216,10 +220,12 @@ def run_variant(args) -> dict:
         jit_compile=variant.jit_compile,
     )
     train_tokens, validation_tokens = load_tokens(args.tokens)
+    streams_text = variant.pipeline in ("buckets", "boundaries")
+    train_pairs = load_text_pairs(args, config) if streams_text else None
 
     def batches() -> "tf.data.Dataset":
         keras.utils.set_random_seed(config.seed)  # the same batches on every call
-        return make_pipeline(variant.pipeline, train_tokens, config).repeat()
+        return make_pipeline(variant.pipeline, train_tokens, train_pairs, config)
 
     # 1. Count the real and padded tokens of the timed batches, on an identical stream.
     shapes = []
@@ -315,13 +321,17 @@ def token_flops(config, source_tokens: int, target_tokens: int) -> float:
     return 3 * (source_tokens * lstm + target_tokens * (lstm + projection))
 
 
-def make_pipeline(name: str, tokens, config):
-    """The training batches of one pipeline; all are right-padded with 0."""
+def make_pipeline(name: str, tokens, text_pairs, config):
+    """The endless training batches of one pipeline; all are right-padded with 0.
+
+    The length-bucket pipelines are `train`'s own stream, tokenizing `text_pairs` as it goes;
+    the others batch the token ids `tokens` held in memory.
+    """
 
     if name == "buckets":
-        return pipeline_lib.make_dataset(tokens, config, shuffle=True)
+        return pipeline_lib.training_batches(text_pairs, config)
     if name == "boundaries":
-        return pipeline_lib.make_dataset(tokens, config, shuffle=True).map(pad_to_boundary)
+        return pipeline_lib.training_batches(text_pairs, config).map(pad_to_boundary)
     dataset = tf.data.Dataset.from_tensor_slices((tokens.source_ids, tokens.target_ids))
     dataset = dataset.map(lambda source, target: (tf.identity(source), tf.identity(target)))
     dataset = dataset.shuffle(len(tokens), seed=config.seed, reshuffle_each_iteration=True)
@@ -331,7 +341,7 @@ def make_pipeline(name: str, tokens, config):
         dataset = dataset.padded_batch(config.batch_size, padded_shapes=shapes)
     else:  # "padded": each batch as long as its own longest pair
         dataset = dataset.padded_batch(config.batch_size)
-    return dataset.map(pipeline_lib.teacher_forcing_pair).prefetch(tf.data.AUTOTUNE)
+    return dataset.map(pipeline_lib.teacher_forcing_pair).repeat().prefetch(tf.data.AUTOTUNE)
 
 
 def pad_to_boundary(inputs, target):
@@ -349,19 +359,36 @@ def pad_to_boundary(inputs, target):
 
 
 def prepare(args) -> dict:
-    """Read and vectorize the data with the default config; save the token ids for the children."""
+    """Build the vocabularies with the default config and vectorize the data; save both for
+    the children."""
 
     config = Seq2SeqConfig(max_pairs=args.max_pairs)
     prepared = data_lib.prepare_data(config, data_lib.resolve_data_file(args.data))
-    arrays = {}
-    splits = (("train", prepared.train_tokens), ("validation", prepared.validation_tokens))
-    for split, tokens in splits:
+    vocabularies = (prepared.source_vocabulary, prepared.target_vocabulary)
+    arrays = {"source_vocabulary": np.array(vocabularies[0]),
+              "target_vocabulary": np.array(vocabularies[1])}
+    splits = (("train", prepared.splits.train), ("validation", prepared.splits.validation))
+    for split, pairs in splits:
+        tokens = data_lib.vectorize_pairs(pairs, *vocabularies, config)
         for side in ("source", "target"):
             ragged = getattr(tokens, f"{side}_ids")
             arrays[f"{split}_{side}_values"] = ragged.flat_values.numpy()
             arrays[f"{split}_{side}_splits"] = ragged.row_splits.numpy()
     np.savez(args.tokens, **arrays)
-    return {"train_pairs": len(prepared.train_tokens)}
+    return {"train_pairs": len(prepared.train_pairs)}
+
+
+def load_text_pairs(args, config) -> data_lib.TextPairs:
+    """The training pairs as `train` holds them, through the vocabularies `prepare` saved."""
+
+    pairs = data_lib.read_pairs(data_lib.resolve_data_file(args.data), max_pairs=args.max_pairs)
+    arrays = np.load(args.tokens)
+    source_tokenizer, target_tokenizer = (
+        tokenizers.make_tokenizer(config.tokenizer, arrays[f"{side}_vocabulary"].tolist())
+        for side in ("source", "target")
+    )
+    train = data_lib.split_pairs(pairs.pairs).train
+    return data_lib.text_pairs(train, source_tokenizer, target_tokenizer, config)
 
 
 def load_tokens(path: str):

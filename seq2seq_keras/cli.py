@@ -20,6 +20,7 @@ from seq2seq_keras.config import (
     DEFAULT_EXPORT_ROOT,
     PRECISIONS,
     STRATEGIES,
+    TOKENIZERS,
     Seq2SeqConfig,
     check_beam_width,
     check_temperature,
@@ -99,6 +100,16 @@ def add_train(commands) -> None:
                        help="use only the first N pairs of the file, before the split (0: all)")
     train.add_argument("--epochs", type=int, default=defaults.epochs,
                        help=f"maximum epochs (default: {defaults.epochs})")
+    train.add_argument("--tokenizer", default=defaults.tokenizer, choices=TOKENIZERS,
+                       help="word: lowercased words, rare ones become [UNK]; wordpiece: "
+                       "case-kept subword pieces learned from the training split, so rare "
+                       f"words and names are spelled from pieces (default: {defaults.tokenizer})")
+    train.add_argument("--source-vocab-size", type=int, default=defaults.source_vocab_size,
+                       help="most source tokens, padding and [UNK] included; WordPiece learns "
+                       f"at most this many pieces (default: {defaults.source_vocab_size})")
+    train.add_argument("--target-vocab-size", type=int, default=defaults.target_vocab_size,
+                       help="most target tokens, padding, [UNK], [START] and [END] included "
+                       f"(default: {defaults.target_vocab_size})")
     train.add_argument("--units", type=int, default=defaults.units,
                        help=f"LSTM state size, the context vector's size (default: {defaults.units})")
     train.add_argument("--embedding-dim", type=int, default=defaults.embedding_dim,
@@ -170,7 +181,8 @@ def add_evaluate(commands) -> None:
         "evaluate",
         help="BLEU and chrF on the test split, overall and by source length",
         description="Score a trained model on the fixed test split with sacrebleu "
-        "(multi-reference, case-insensitive BLEU and chrF), overall and by source length.",
+        "(multi-reference: case-sensitive BLEU, case-insensitive BLEU and chrF), overall and "
+        "by source length.",
     )
     add_model_dir(evaluate)
     add_data(evaluate)
@@ -222,6 +234,9 @@ def config_from_args(args: argparse.Namespace):
     return dataclasses.replace(
         Seq2SeqConfig(),
         max_pairs=args.max_pairs,
+        tokenizer=args.tokenizer,
+        source_vocab_size=args.source_vocab_size,
+        target_vocab_size=args.target_vocab_size,
         epochs=args.epochs,
         units=args.units,
         embedding_dim=args.embedding_dim,
@@ -371,11 +386,13 @@ def main(argv: list[str] | None = None) -> int:
     from seq2seq_keras.data import DataError
     from seq2seq_keras.export import ExportError
     from seq2seq_keras.model_dir import ModelDirError
+    from seq2seq_keras.tokenizers import VocabularyError
     from seq2seq_keras.train import TrainingError
 
+    errors = (DataError, ExportError, ModelDirError, TrainingError, TypeError, VocabularyError)
     try:
         COMMANDS[args.command](args)
-    except (DataError, ExportError, ModelDirError, TrainingError, TypeError) as error:
+    except errors as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

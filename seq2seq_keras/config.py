@@ -19,6 +19,7 @@ CELLS = ("lstm", "gru")  # the recurrent cell (docs/variants.md)
 ATTENTIONS = ("none", "luong", "bahdanau")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # see `precision` below
 STRATEGIES = ("default", "mirrored", "multiworker")  # tf.distribute (seq2seq_keras.distribute)
+TOKENIZERS = ("word", "wordpiece")  # how text becomes tokens (seq2seq_keras.tokenizers)
 # Where exports go by default: EXPORT_ROOT/NAME/<version>/, TensorFlow Serving's layout.
 DEFAULT_EXPORT_ROOT = "saved_models"
 # Wider beams cost time linearly and rarely help an LSTM translator. A Python caller asking for
@@ -60,7 +61,11 @@ class Seq2SeqConfig:
     # Keep only the first N pairs of the file (before the split); 0 keeps all of them.
     max_pairs: int = 0
 
-    # --- Vocabulary and lengths --------------------------------------------------------
+    # --- Tokens, vocabulary and lengths -------------------------------------------------
+    # "word": lowercased whole words, anything outside the vocabulary becomes "[UNK]".
+    # "wordpiece": case-kept subword pieces learned from the training split (tensorflow-text's
+    # WordPiece), so a rare word or a name is spelled from pieces instead of lost.
+    tokenizer: str = "word"
     # Vocabulary sizes include the padding token "" (id 0) and "[UNK]" (id 1); the target
     # vocabulary also includes "[START]" and "[END]".
     source_vocab_size: int = 10000
@@ -125,6 +130,12 @@ class Seq2SeqConfig:
     # --- Decoding ----------------------------------------------------------------------
     # Longest translation generated, in tokens, counting the final [END].
     max_decode_length: int = 64
+    # A translation also stops after `decode_length_factor * source tokens +
+    # decode_length_offset` tokens (and never after more than `max_decode_length`): a confused
+    # model then stops early instead of repeating itself to the maximum. Real translations
+    # fit: on spa-eng, every Spanish reference with its [END] fits in 2 × English words + 10.
+    decode_length_factor: float = 2.0
+    decode_length_offset: int = 10
 
     def __post_init__(self):
         """Refuse a combination of switches the model cannot build, saying how to fix it."""
@@ -132,6 +143,13 @@ class Seq2SeqConfig:
             raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}.")
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}.")
+        if self.tokenizer not in TOKENIZERS:
+            raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}.")
+        if self.decode_length_factor <= 0 or self.decode_length_offset < 1:
+            raise ValueError(
+                "decode_length_factor must be > 0 and decode_length_offset >= 1, got "
+                f"{self.decode_length_factor} and {self.decode_length_offset}."
+            )
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}.")
         if self.num_layers < 1:

@@ -7,12 +7,15 @@ Read top to bottom, this module follows the data:
 2. `read_pairs` reads `source<TAB>target` lines from a `.zip`, `.txt` or `.tsv`, skipping and
    counting malformed lines instead of failing on them.
 3. `split_pairs` makes the fixed train/validation/test split, grouped by source sentence.
-4. `vectorize_pairs` turns pairs into token ids with `text.make_vectorizer` (the one
-   standardization and vocabulary), the targets wrapped in `[START] … [END]`.
-5. `prepare_data` does all of it for a training run, with vocabularies built on the training
+4. `vectorize_pairs` turns a few pairs into token ids at once with the tokenizer
+   `config.tokenizer` names (`tokenizers.py`: words or WordPiece), the targets wrapped in
+   `[START] … [END]`, dropping (and counting) empty and too long pairs.
+5. `text_pairs` keeps the pairs of a training corpus as text instead, with their lengths in
+   tokens, the same pairs dropped: `pipeline` tokenizes them inside `tf.data` as they stream.
+6. `prepare_data` does all of it for a training run, with vocabularies built on the training
    split only, and `describe_data` says what was read, skipped and dropped.
 
-`pipeline.make_dataset` then turns the token ids into `tf.data` batches.
+`pipeline` then turns token ids (`TokenizedPairs`) or text (`TextPairs`) into `tf.data` batches.
 """
 
 from __future__ import annotations
@@ -25,10 +28,17 @@ import zlib
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from seq2seq_keras.config import Seq2SeqConfig
-from seq2seq_keras.text import END_ID, START_ID, build_vocabularies, make_vectorizer
+from seq2seq_keras.text import END_ID, START_ID
+from seq2seq_keras.tokenizers import (
+    WordPieceTokenizer,
+    WordTokenizer,
+    build_vocabularies,
+    make_tokenizer,
+)
 
 # The spa-eng pairs used by the TensorFlow and Keras translation tutorials (Tatoeba via
 # manythings.org/anki, CC-BY 2.0).
@@ -40,6 +50,9 @@ DATA_ENV_VAR = "SEQ2SEQ_DATA"
 SPLIT_BUCKETS = 100
 TEST_BUCKETS = 2
 VALIDATION_BUCKETS = 4
+
+
+Tokenizer = WordTokenizer | WordPieceTokenizer  # what `tokenizers.make_tokenizer` returns
 
 
 class DataError(Exception):
@@ -220,6 +233,35 @@ def references_by_source(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
 
 # --- 4. Token ids --------------------------------------------------------------------------
 
+# Every target is wrapped in [START] … [END]: two tokens more than its text.
+NUM_MARKERS = 2
+# Sentences tokenized per call inside `tf.data`: large enough that a call's overhead is small,
+# small enough that the ids of a whole corpus never exist at once. The batches are cut apart
+# again after tokenizing, so this changes the speed only, never which pairs a batch holds.
+TOKENIZE_BATCH_SIZE = 1024
+
+
+def drop_masks(source_lengths, target_lengths, config: Seq2SeqConfig):
+    """Boolean masks `(empty, too_long)` of the pairs to drop, from their lengths in tokens.
+
+    A pair whose source or target standardizes to nothing (a line of only symbols) is empty; a
+    pair longer than the configured maximum is too long, because truncating it would teach the
+    model a translation that stops mid-sentence. The target length is without its markers. A
+    pair counts under one reason only. Works on NumPy arrays and on tensors alike.
+    """
+    empty = (source_lengths == 0) | (target_lengths == 0)
+    too_long = (source_lengths > config.max_source_length) | (
+        target_lengths + NUM_MARKERS > config.max_target_length
+    )
+    return empty, too_long & ~empty
+
+
+def dropped_counts(empty, too_long) -> collections.Counter:
+    """How many pairs each `drop_masks` mask drops, reasons that drop none left out."""
+    masks = {"empty_after_standardize": empty, "too_long": too_long}
+    counts = {reason: int(np.count_nonzero(mask)) for reason, mask in masks.items()}
+    return +collections.Counter(counts)
+
 
 @dataclasses.dataclass
 class TokenizedPairs:
@@ -241,30 +283,19 @@ def vectorize_pairs(
 ) -> TokenizedPairs:
     """Token ids for all pairs at once; the target is wrapped in `[START] … [END]`.
 
-    A pair whose source or target standardizes to nothing (a line of only symbols) is dropped
-    as `empty_after_standardize`; one longer than the configured maximum as `too_long`,
-    because truncating it would teach the model a translation that stops mid-sentence.
+    For small inputs (notebooks, tests): the ids of every pair sit in memory together. Training
+    keeps its pairs as `TextPairs` instead, which `pipeline` tokenizes batch by batch; both drop
+    the same pairs (`drop_masks`).
     """
-    source_ids = make_vectorizer(source_vocabulary)(tf.constant([source for source, _ in pairs]))
-    target_ids = make_vectorizer(target_vocabulary)(tf.constant([target for _, target in pairs]))
-    source_lengths = source_ids.row_lengths()
-    target_lengths = target_ids.row_lengths()
-
-    empty = (source_lengths == 0) | (target_lengths == 0)
-    too_long = (source_lengths > config.max_source_length) | (
-        target_lengths + 2 > config.max_target_length
-    )
-    keep = ~empty & ~too_long
-    dropped = collections.Counter(
-        {
-            "empty_after_standardize": int(tf.reduce_sum(tf.cast(empty, tf.int32))),
-            "too_long": int(tf.reduce_sum(tf.cast(too_long & ~empty, tf.int32))),
-        }
-    )
+    source_tokenizer = make_tokenizer(config.tokenizer, source_vocabulary)
+    target_tokenizer = make_tokenizer(config.tokenizer, target_vocabulary)
+    source_ids = source_tokenizer.tokenize(tf.constant([source for source, _ in pairs], tf.string))
+    target_ids = target_tokenizer.tokenize(tf.constant([target for _, target in pairs], tf.string))
+    empty, too_long = drop_masks(source_ids.row_lengths(), target_ids.row_lengths(), config)
+    keep = ~(empty | too_long)
     source_ids = tf.ragged.boolean_mask(source_ids, keep)
-    target_ids = tf.ragged.boolean_mask(target_ids, keep)
-    target_ids = add_markers(target_ids)
-    return TokenizedPairs(source_ids, target_ids, +dropped)
+    target_ids = add_markers(tf.ragged.boolean_mask(target_ids, keep))
+    return TokenizedPairs(source_ids, target_ids, dropped_counts(empty, too_long))
 
 
 def add_markers(target_ids: tf.RaggedTensor) -> tf.RaggedTensor:
@@ -275,23 +306,95 @@ def add_markers(target_ids: tf.RaggedTensor) -> tf.RaggedTensor:
     return tf.concat([start, target_ids, end], axis=1)
 
 
-# --- 5. Everything a training run needs ----------------------------------------------------
+# --- 5. Sentence pairs kept as text, tokenized as they stream ------------------------------
+
+
+@dataclasses.dataclass
+class TextPairs:
+    """A split's kept pairs as two string tensors, with their lengths in tokens.
+
+    The form a training corpus is held in: its text only, under 200 bytes a pair on spa-eng.
+    Token ids are made inside `tf.data` (`pipeline`), a batch at a time, every epoch, so the
+    ids of the whole corpus never exist at once (vectorizing 1.1 M spa-eng pairs in one go
+    takes 1.7 GB). The lengths, measured by the one tokenizing pass that found the pairs to
+    drop, let `pipeline.count_batches` count an epoch without tokenizing again.
+    """
+
+    sources: tf.Tensor  # (num_pairs,) tf.string
+    targets: tf.Tensor  # (num_pairs,) tf.string
+    source_lengths: np.ndarray  # (num_pairs,) int64, source tokens
+    target_lengths: np.ndarray  # (num_pairs,) int64, target tokens with [START] and [END]
+    source_tokenizer: Tokenizer
+    target_tokenizer: Tokenizer
+    dropped: collections.Counter
+
+    def __len__(self) -> int:
+        return len(self.source_lengths)
+
+    def token_ids(self, indices: tf.Tensor) -> tuple[tf.RaggedTensor, tf.RaggedTensor]:
+        """Token ids of the pairs at `indices` `(batch,)`: ragged `(batch, None)` sources and
+        targets, the targets wrapped in `[START] … [END]`. Pure TensorFlow, for `tf.data`."""
+        source_ids = self.source_tokenizer.tokenize(tf.gather(self.sources, indices))
+        target_ids = self.target_tokenizer.tokenize(tf.gather(self.targets, indices))
+        return source_ids, add_markers(target_ids)
+
+
+def text_pairs(
+    pairs: list[tuple[str, str]],
+    source_tokenizer: Tokenizer,
+    target_tokenizer: Tokenizer,
+    config: Seq2SeqConfig,
+) -> TextPairs:
+    """The pairs `vectorize_pairs` would keep, as text with their lengths, and the drop counts.
+
+    One tokenizing pass, `TOKENIZE_BATCH_SIZE` sentences at a time, keeps only the lengths.
+    """
+    sources = tf.constant([source for source, _ in pairs], tf.string)
+    targets = tf.constant([target for _, target in pairs], tf.string)
+    source_lengths = token_lengths(sources, source_tokenizer)
+    target_lengths = token_lengths(targets, target_tokenizer)
+    empty, too_long = drop_masks(source_lengths, target_lengths, config)
+    keep = ~(empty | too_long)
+    return TextPairs(
+        sources=tf.boolean_mask(sources, keep),
+        targets=tf.boolean_mask(targets, keep),
+        source_lengths=source_lengths[keep],
+        target_lengths=target_lengths[keep] + NUM_MARKERS,
+        source_tokenizer=source_tokenizer,
+        target_tokenizer=target_tokenizer,
+        dropped=dropped_counts(empty, too_long),
+    )
+
+
+def token_lengths(sentences: tf.Tensor, tokenizer: Tokenizer) -> np.ndarray:
+    """The number of tokens of each sentence `(num_sentences,)`, tokenized inside `tf.data`."""
+    batches = tf.data.Dataset.from_tensor_slices(sentences).batch(TOKENIZE_BATCH_SIZE)
+    lengths = batches.map(
+        lambda batch: tokenizer.tokenize(batch).row_lengths(),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return np.concatenate([np.zeros([0], np.int64), *lengths.as_numpy_iterator()])
+
+
+# --- 6. Everything a training run needs ----------------------------------------------------
 
 
 @dataclasses.dataclass
 class PreparedData:
-    """The split pairs, the vocabularies built on the training split, and their token ids."""
+    """The split pairs, the vocabularies built on the training split, and the pairs that
+    training and validation stream through the tokenizers."""
 
     splits: Splits
     skipped_lines: collections.Counter
     source_vocabulary: list[str]
     target_vocabulary: list[str]
-    train_tokens: TokenizedPairs
-    validation_tokens: TokenizedPairs
+    train_pairs: TextPairs
+    validation_pairs: TextPairs
 
 
 def prepare_data(config: Seq2SeqConfig, data_file: str | os.PathLike) -> PreparedData:
-    """Read, split and vectorize the pairs; vocabularies come from the training split only."""
+    """Read and split the pairs, build the vocabularies on the training split only, and keep
+    the training and validation pairs as `TextPairs` (one tokenizing pass each, for lengths)."""
     pairs_file = read_pairs(data_file, max_pairs=config.max_pairs, reverse=config.reverse)
     splits = split_pairs(pairs_file.pairs)
     if not splits.train or not splits.validation:
@@ -300,15 +403,15 @@ def prepare_data(config: Seq2SeqConfig, data_file: str | os.PathLike) -> Prepare
             f"pairs from {len(pairs_file.pairs)}: use a larger file or a larger --max-pairs."
         )
     source_vocabulary, target_vocabulary = build_vocabularies(splits.train, config)
+    source_tokenizer = make_tokenizer(config.tokenizer, source_vocabulary)
+    target_tokenizer = make_tokenizer(config.tokenizer, target_vocabulary)
     return PreparedData(
         splits=splits,
         skipped_lines=pairs_file.skipped,
         source_vocabulary=source_vocabulary,
         target_vocabulary=target_vocabulary,
-        train_tokens=vectorize_pairs(splits.train, source_vocabulary, target_vocabulary, config),
-        validation_tokens=vectorize_pairs(
-            splits.validation, source_vocabulary, target_vocabulary, config
-        ),
+        train_pairs=text_pairs(splits.train, source_tokenizer, target_tokenizer, config),
+        validation_pairs=text_pairs(splits.validation, source_tokenizer, target_tokenizer, config),
     )
 
 
@@ -324,7 +427,7 @@ def describe_data(prepared: PreparedData) -> str:
         f"pairs: {len(splits.train)} train / {len(splits.validation)} validation / "
         f"{len(splits.test)} test; malformed lines skipped: "
         f"{describe_counts(prepared.skipped_lines)}; training pairs dropped: "
-        f"{describe_counts(prepared.train_tokens.dropped)}; vocabularies: "
+        f"{describe_counts(prepared.train_pairs.dropped)}; vocabularies: "
         f"{len(prepared.source_vocabulary)} source / "
         f"{len(prepared.target_vocabulary)} target tokens"
     )

@@ -38,6 +38,7 @@ import tensorflow as tf
 from keras import ops
 
 from seq2seq_keras.model import ModelLayers, attend, attention_memory, merge_directions, num_states
+from seq2seq_keras.search import decode_length_caps, source_lengths
 from seq2seq_keras.text import END_ID, PAD_ID, START_ID
 
 # The decoder's state is a flat tuple: the decoder RNN states layer by layer (`h, c` for an
@@ -271,31 +272,42 @@ def as_list(outputs) -> list:
 
 
 def greedy_decode_stepwise(
-    models: InferenceModels, source_ids: np.ndarray, max_length: int
+    models: InferenceModels,
+    source_ids: np.ndarray,
+    max_length: int,
+    length_factor: float | None = None,
+    length_offset: int = 0,
 ) -> np.ndarray:
     """Greedy decoding with the inference models, one Python step per token.
 
     The teaching path: clear, but each step is a separate model call. All sentences of the
-    batch advance together; a sentence that has produced `[END]` is fed padding until every
-    sentence is done, and whatever the model then computes for it is ignored.
+    batch advance together; a sentence that has produced `[END]`, or as many tokens as its
+    source allows, is fed padding until every sentence is done, and whatever the model then
+    computes for it is ignored.
 
     Args:
       models: the encoder and one-step decoder.
       source_ids: `(batch, source_len)` int ids, right-padded with 0.
       max_length: the most tokens to generate per sentence.
+      length_factor, length_offset: with a `length_factor`, a sentence of n source tokens
+        also stops, without `[END]`, after `floor(length_factor * n) + length_offset` tokens
+        (`search.decode_length_caps`, as `GraphDecoder` does).
     Returns:
       `(batch, steps)` int64 token ids, `steps <= max_length`; a row ends at its first `[END]`
-      and is padded with 0 after it.
+      (or at its cap) and is padded with 0 after it.
     """
     batch_size = source_ids.shape[0]
+    caps = decode_length_caps(
+        source_lengths(source_ids), max_length, length_factor, length_offset
+    ).numpy()
     states = as_list(models.encoder(tf.constant(source_ids), training=False))
     memory = []  # with attention: what every step looks at, the encoder outputs and the mask
     if models.attention:
         memory = [states.pop(0), tf.constant(source_ids != PAD_ID)]
     tokens = np.full((batch_size, 1), START_ID, dtype=np.int64)
-    done = np.zeros(batch_size, dtype=bool)
+    done = caps <= 0
     generated = []
-    for _ in range(max_length):
+    while len(generated) < max_length and not done.all():
         outputs = as_list(
             models.decoder_step([tf.constant(tokens), *memory, *states], training=False)
         )
@@ -303,9 +315,7 @@ def greedy_decode_stepwise(
         next_ids = np.argmax(np.asarray(probabilities)[:, -1, :], axis=-1).astype(np.int64)
         next_ids = np.where(done, PAD_ID, next_ids)
         generated.append(next_ids)
-        done |= next_ids == END_ID
-        if done.all():
-            break
+        done |= (next_ids == END_ID) | (len(generated) >= caps)
         tokens = next_ids[:, None]
     if not generated:
         return np.zeros((batch_size, 0), dtype=np.int64)

@@ -4,10 +4,17 @@ The test split groups every translation of a source sentence together, so each s
 scored once against *all* its references (multi-reference BLEU): "Thank you." may be "Gracias."
 or "Muchas gracias." and both are right.
 
-BLEU here is sacrebleu's corpus BLEU with its standard 13a tokenizer, case-insensitive
-(`lowercase=True`): the model works in lowercase, and scoring case would mostly measure whether
-names such as "Tom" were re-capitalized. The signature printed with every score says exactly
-which settings were used.
+The main figure is sacrebleu's default corpus BLEU: 13a tokenizer, **case-sensitive**
+(`case:mixed`). A translator that writes case must get names such as "Tom" and the first letter
+of a sentence right, and case-insensitive scoring would hide output that is all lowercase: it
+scores "tom está aquí." like "Tom está aquí.". Beside it stay:
+
+- case-insensitive BLEU (`lowercase=True`, `case:lc`), the figure earlier versions reported, so
+  results compare with older runs;
+- chrF with sacrebleu's defaults (character 6-grams, β = 2), case-sensitive like the main BLEU.
+
+The BLEU-by-length table uses the main, case-sensitive BLEU. Every score is printed with its
+sacrebleu signature, which says exactly which settings were used.
 """
 
 from __future__ import annotations
@@ -23,12 +30,15 @@ LENGTH_BUCKET_WORDS = 3
 
 @dataclasses.dataclass
 class Scores:
-    """Corpus scores of a set of translations."""
+    """Corpus scores of a set of translations, each with its sacrebleu signature."""
 
-    bleu: float
-    chrf: float
+    bleu: float  # case-sensitive BLEU, the main figure
+    bleu_lowercase: float  # case-insensitive BLEU, comparable with older runs
+    chrf: float  # chrF, case-sensitive
     num_sentences: int
-    bleu_signature: str
+    bleu_signature: str  # e.g. "nrefs:var|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"
+    bleu_lowercase_signature: str  # the same with "case:lc"
+    chrf_signature: str  # e.g. "nrefs:var|case:mixed|eff:yes|nc:6|nw:0|space:no|version:2.6.0"
 
 
 @dataclasses.dataclass
@@ -47,27 +57,43 @@ def reference_streams(references: Sequence[Sequence[str]]) -> list[list[str | No
     return [[refs[slot] if slot < len(refs) else None for refs in references] for slot in range(width)]
 
 
+def check_lengths(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> None:
+    """Refuse hypotheses and reference lists that do not pair up one to one."""
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference lists.")
+
+
+def corpus_bleu(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+    """The main figure alone: case-sensitive multi-reference corpus BLEU of `hypotheses`."""
+    check_lengths(hypotheses, references)
+    if not hypotheses:
+        return 0.0
+    streams = reference_streams(references)
+    return sacrebleu.metrics.BLEU().corpus_score(list(hypotheses), streams).score
+
+
 def corpus_scores(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> Scores:
-    """Case-insensitive multi-reference corpus BLEU and chrF of `hypotheses`.
+    """Multi-reference corpus BLEU (case-sensitive and case-insensitive) and chrF of `hypotheses`.
 
     Args:
       hypotheses: one translation per source.
       references: for each source, the list of its reference translations.
     """
-    if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference lists.")
+    check_lengths(hypotheses, references)
     if not hypotheses:
-        return Scores(bleu=0.0, chrf=0.0, num_sentences=0, bleu_signature="")
+        return Scores(bleu=0.0, bleu_lowercase=0.0, chrf=0.0, num_sentences=0, bleu_signature="",
+                      bleu_lowercase_signature="", chrf_signature="")
     streams = reference_streams(references)
-    bleu = sacrebleu.metrics.BLEU(lowercase=True)
-    bleu_score = bleu.corpus_score(list(hypotheses), streams)
-    chrf_score = sacrebleu.metrics.CHRF(lowercase=True).corpus_score(list(hypotheses), streams)
-    return Scores(
-        bleu=bleu_score.score,
-        chrf=chrf_score.score,
-        num_sentences=len(hypotheses),
-        bleu_signature=str(bleu.get_signature()),
-    )
+    metrics = {
+        "bleu": sacrebleu.metrics.BLEU(),
+        "bleu_lowercase": sacrebleu.metrics.BLEU(lowercase=True),
+        "chrf": sacrebleu.metrics.CHRF(),
+    }
+    fields = {}
+    for name, metric in metrics.items():
+        fields[name] = metric.corpus_score(list(hypotheses), streams).score
+        fields[f"{name}_signature"] = str(metric.get_signature())
+    return Scores(num_sentences=len(hypotheses), **fields)
 
 
 def source_length(sentence: str) -> int:
@@ -81,14 +107,17 @@ def bleu_by_length(
     references: Sequence[Sequence[str]],
     bucket_words: int = LENGTH_BUCKET_WORDS,
 ) -> list[LengthBucket]:
-    """BLEU per source-length bucket (`1–3`, `4–6`, … words): where the context vector strains."""
+    """Case-sensitive BLEU per source-length bucket (`1–3`, `4–6`, … words).
+
+    Where the fixed-size context vector strains: the scores fall as sources grow.
+    """
     groups: dict[int, list[int]] = {}
     for index, source in enumerate(sources):
         groups.setdefault((source_length(source) - 1) // bucket_words, []).append(index)
     buckets = []
     for group in sorted(groups):
         indices = groups[group]
-        scores = corpus_scores(
+        bleu = corpus_bleu(
             [hypotheses[index] for index in indices], [references[index] for index in indices]
         )
         buckets.append(
@@ -96,7 +125,7 @@ def bleu_by_length(
                 min_words=group * bucket_words + 1,
                 max_words=(group + 1) * bucket_words,
                 num_sentences=len(indices),
-                bleu=scores.bleu,
+                bleu=bleu,
             )
         )
     return buckets
@@ -119,11 +148,18 @@ def evaluate_translator(
 
 
 def format_scores(scores: Scores) -> str:
-    """Two lines: the headline scores, and sacrebleu's signature for reproducibility."""
-    return (
-        f"BLEU {scores.bleu:.2f}  chrF {scores.chrf:.2f}  ({scores.num_sentences} source sentences,"
-        f" all references)\nsacrebleu: {scores.bleu_signature}"
-    )
+    """The headline scores on one line, then sacrebleu's signature of each score, one a line.
+
+    The first line starts with the main figure, `BLEU X.XX` (case-sensitive); tools and
+    notebooks read it.
+    """
+    return "\n".join([
+        f"BLEU {scores.bleu:.2f}  case-insensitive BLEU {scores.bleu_lowercase:.2f}"
+        f"  chrF {scores.chrf:.2f}  ({scores.num_sentences} source sentences, all references)",
+        f"sacrebleu BLEU: {scores.bleu_signature}",
+        f"sacrebleu case-insensitive BLEU: {scores.bleu_lowercase_signature}",
+        f"sacrebleu chrF: {scores.chrf_signature}",
+    ])
 
 
 def format_length_table(buckets: Sequence[LengthBucket]) -> str:

@@ -33,6 +33,10 @@ class GraphDecoder(tf.Module):
       vocabulary_size: the tokens of the target vocabulary. On a small corpus it can be
         smaller than the softmax layer (`config.target_vocab_size`); the ids past it stand for
         no token, so no search may choose them (sampling otherwise would, rarely).
+      length_factor, length_offset: when `length_factor` is given, every search also stops a
+        sentence of n source tokens after `floor(length_factor * n) + length_offset` tokens
+        (`search.decode_length_caps`, see `max_lengths`), so that a confused model stops
+        early instead of repeating itself up to `max_length`.
     Example:
       >>> decoder = GraphDecoder(trained.training_model, config.max_decode_length)
       >>> decoder.greedy(tf.constant([[12, 7, 4]], tf.int64)).token_ids
@@ -43,12 +47,16 @@ class GraphDecoder(tf.Module):
         training_model: keras.Model,
         max_length: int,
         vocabulary_size: int | None = None,
+        length_factor: float | None = None,
+        length_offset: int = 0,
         name: str = "graph_decoder",
     ):
         super().__init__(name=name)
         self.layers = ModelLayers.find(training_model)
         self.max_length = max_length
         self.vocabulary_size = vocabulary_size
+        self.length_factor = length_factor
+        self.length_offset = length_offset
         self.greedy = tf.function(self._greedy, input_signature=[SOURCE_IDS_SPEC])
         self.beam = tf.function(
             self._beam,
@@ -74,6 +82,17 @@ class GraphDecoder(tf.Module):
     @property
     def has_attention(self) -> bool:
         return self.layers.attention is not None
+
+    def max_lengths(self, source_ids: tf.Tensor) -> tf.Tensor:
+        """`(batch,)` int32: the most tokens each sentence may get, from its source length.
+
+        `min(max_length, floor(length_factor * n) + length_offset)` for a right-padded source
+        row of n tokens; `max_length` for every row without a `length_factor`.
+        """
+        return search.decode_length_caps(
+            search.source_lengths(source_ids), self.max_length,
+            self.length_factor, self.length_offset,
+        )
 
     def encode(self, source_ids: tf.Tensor) -> State:
         """The decoder's initial state for `(batch, source_len)` right-padded source ids.
@@ -145,19 +164,21 @@ class GraphDecoder(tf.Module):
         return weights[:, :, : tf.shape(source_ids)[1]]
 
     def _greedy(self, source_ids):
-        state = self.encode(source_ids)
-        return search.greedy_search(self.step, state, tf.shape(source_ids)[0], self.max_length)
+        return search.greedy_search(
+            self.step, self.encode(source_ids), tf.shape(source_ids)[0], self.max_length,
+            max_lengths=self.max_lengths(source_ids),
+        )
 
     def _beam(self, source_ids, beam_width, alpha):
-        state = self.encode(source_ids)
         return search.beam_search(
-            self.step, state, tf.shape(source_ids)[0], self.max_length, beam_width, alpha
+            self.step, self.encode(source_ids), tf.shape(source_ids)[0], self.max_length,
+            beam_width, alpha, max_lengths=self.max_lengths(source_ids),
         )
 
     def _sample(self, source_ids, temperature, seed):
-        state = self.encode(source_ids)
         return search.sample_search(
-            self.step, state, tf.shape(source_ids)[0], self.max_length, temperature, seed
+            self.step, self.encode(source_ids), tf.shape(source_ids)[0], self.max_length,
+            temperature, seed, max_lengths=self.max_lengths(source_ids),
         )
 
     def _greedy_with_attention(self, source_ids):

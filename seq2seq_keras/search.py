@@ -8,8 +8,9 @@ The searches know nothing about LSTMs, attention or Keras. As keras-hub's sample
       log_probs: (batch, vocab) float32, log-probabilities of the next token
       state:     any nest of tensors with a leading batch dimension
 
-They work on whole batches and keep a per-sentence `done` mask: the loop ends when every
-sentence has produced `[END]`, or after `max_length` tokens. The whole loop is a
+They work on whole batches and keep a per-sentence `done` mask: a sentence is done when it has
+produced `[END]` or reached its own cap (`max_lengths`, see `decode_length_caps`), and the loop
+ends when every sentence is done, or after `max_length` tokens. The whole loop is a
 `tf.while_loop`, so inside a `tf.function` a batch is translated by one graph call
 (`graph_decoder.GraphDecoder` compiles them over the trained model's step).
 
@@ -56,6 +57,56 @@ def normalized_scores(result: SearchResult, alpha: float | tf.Tensor) -> tf.Tens
     return result.log_probs / length_penalty(result.lengths, alpha)
 
 
+def source_lengths(source_ids: tf.Tensor) -> tf.Tensor:
+    """`(batch,)` int32 number of tokens of each right-padded source row (ids other than PAD)."""
+    return tf.reduce_sum(tf.cast(tf.not_equal(source_ids, PAD_ID), tf.int32), axis=1)
+
+
+def decode_length_caps(
+    source_lengths: tf.Tensor,
+    max_length: int | tf.Tensor,
+    factor: float | None = None,
+    offset: int = 0,
+) -> tf.Tensor:
+    """The most tokens each sentence may get, `[END]` included, from its source's length.
+
+    `min(max_length, floor(factor * n) + offset)` for a source of n tokens: a translation is
+    rarely much longer than its source, so a model still going past that is confused
+    (typically repeating itself), and the cap stops it early instead of at `max_length`.
+    `factor * n` is computed in float64, as Python computes it, so the cap is exactly
+    `min(max_length, math.floor(factor * n) + offset)`. Without a `factor` every sentence
+    gets `max_length`. Both decoders (`GraphDecoder`, `decode.greedy_decode_stepwise`) call
+    this, so they cap alike.
+
+    Args:
+      source_lengths: `(batch,)` tokens of each source (see `source_lengths`).
+      max_length: the overall cap, which also sizes the searches' buffers.
+      factor: allowed tokens per source token (> 0), or None for no cap relative to the source.
+      offset: tokens allowed on top of `factor * n` (a 0-token source gets `offset`).
+    Returns:
+      `(batch,)` int32 caps for the searches' `max_lengths`.
+    """
+    source_lengths = tf.convert_to_tensor(source_lengths, tf.int32)
+    max_length = tf.cast(max_length, tf.int32)
+    if factor is None:
+        return tf.fill(tf.shape(source_lengths), max_length)
+    scaled = tf.math.floor(tf.cast(factor, tf.float64) * tf.cast(source_lengths, tf.float64))
+    return tf.minimum(max_length, tf.cast(scaled, tf.int32) + offset)
+
+
+def per_sentence_caps(
+    max_lengths: int | tf.Tensor | None, max_length: tf.Tensor, batch_size: tf.Tensor
+) -> tf.Tensor:
+    """`(batch,)` int32 caps from a search's `max_lengths` (None, a scalar or one per sentence).
+
+    None means `max_length` for everyone; no cap exceeds `max_length`, the buffers' size.
+    """
+    if max_lengths is None:
+        max_lengths = max_length
+    caps = tf.minimum(tf.convert_to_tensor(max_lengths, tf.int32), max_length)
+    return tf.broadcast_to(caps, [batch_size])
+
+
 def any_shape(loop_vars):
     """Shape invariants keeping each loop variable's rank but no dimension (beam may vary)."""
     return tf.nest.map_structure(lambda v: tf.TensorShape([None] * v.shape.rank), loop_vars)
@@ -70,15 +121,18 @@ def _decode_one_token_at_a_time(
     batch_size: tf.Tensor,
     max_length: int | tf.Tensor,
     choose: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
+    max_lengths: int | tf.Tensor | None = None,
 ) -> SearchResult:
     """The loop shared by greedy search and sampling; `choose(log_probs, t)` picks the tokens.
 
-    A sentence that has produced `[END]` is fed padding and emits padding until the loop ends,
-    exactly as the step-by-step decoder does; its state changes no longer matter.
+    A sentence that has produced `[END]` or reached its cap is fed padding and emits padding
+    until the loop ends, exactly as the step-by-step decoder does; its state changes no longer
+    matter. A capped sentence gets no `[END]`: its tokens so far are its translation.
     """
     max_length = tf.convert_to_tensor(max_length, tf.int32)
+    caps = per_sentence_caps(max_lengths, max_length, batch_size)
     tokens = tf.fill([batch_size], tf.constant(START_ID, tf.int64))
-    done = tf.zeros([batch_size], tf.bool)
+    done = caps <= 0
     log_probs = tf.zeros([batch_size], tf.float32)
     lengths = tf.zeros([batch_size], tf.int32)
     # Written column by column; a TensorArray cannot be stacked when the batch is empty.
@@ -95,7 +149,7 @@ def _decode_one_token_at_a_time(
         log_probs += tf.where(done, 0.0, chosen)
         lengths += tf.cast(~done, tf.int32)
         output = tf.where(tf.equal(columns, t)[None, :], next_ids[:, None], output)
-        done |= tf.equal(next_ids, END_ID)
+        done |= tf.equal(next_ids, END_ID) | (lengths >= caps)
         return t + 1, next_ids, state, done, log_probs, lengths, output
 
     loop_vars = (tf.constant(0), tokens, state, done, log_probs, lengths, output)
@@ -106,7 +160,12 @@ def _decode_one_token_at_a_time(
 
 
 def greedy_search(
-    step: StepFn, state: State, batch_size: tf.Tensor, max_length: int | tf.Tensor
+    step: StepFn,
+    state: State,
+    batch_size: tf.Tensor,
+    max_length: int | tf.Tensor,
+    *,
+    max_lengths: int | tf.Tensor | None = None,
 ) -> SearchResult:
     """Greedy decoding: every sentence takes its most probable next token, all in one loop.
 
@@ -114,7 +173,11 @@ def greedy_search(
       step: `step(token_ids (batch,), state) -> (log_probs (batch, vocab), state)`.
       state: the decoder's initial state (a nest of `(batch, ...)` tensors).
       batch_size: number of sentences (a scalar; `tf.shape` of a state works in a graph).
-      max_length: the most tokens to generate per sentence, `[END]` included.
+      max_length: the most tokens to generate per sentence, `[END]` included; it also sizes
+        the output buffers.
+      max_lengths: each sentence's own cap, a `(batch,)` int32 tensor or a scalar (None:
+        `max_length`; see `decode_length_caps`). A sentence reaching it is done without an
+        `[END]`; its log-probability is that of its tokens so far.
     Returns:
       A `SearchResult`; `token_ids` is `(batch, steps)` with `steps` the longest row's length.
 
@@ -125,6 +188,7 @@ def greedy_search(
     return _decode_one_token_at_a_time(
         step, state, batch_size, max_length,
         lambda log_probs, t: tf.argmax(log_probs, axis=-1, output_type=tf.int64),
+        max_lengths,
     )
 
 
@@ -135,6 +199,8 @@ def sample_search(
     max_length: int | tf.Tensor,
     temperature: float | tf.Tensor = 1.0,
     seed: int | tf.Tensor = 0,
+    *,
+    max_lengths: int | tf.Tensor | None = None,
 ) -> SearchResult:
     """Temperature sampling: draw each next token from softmax(log_probs / temperature).
 
@@ -145,6 +211,7 @@ def sample_search(
     Args:
       temperature: > 0. Checked when given as a Python number; a tensor is floored at 1e-6.
       seed: an integer; the same seed and batch give the same samples.
+      max_lengths: each sentence's own cap, as for `greedy_search`.
     """
     if isinstance(temperature, (int, float)):
         check_temperature(temperature)
@@ -156,7 +223,7 @@ def sample_search(
         drawn = tf.random.stateless_categorical(log_probs / temperature, 1, seed=seeds)
         return tf.cast(drawn[:, 0], tf.int64)
 
-    return _decode_one_token_at_a_time(step, state, batch_size, max_length, draw)
+    return _decode_one_token_at_a_time(step, state, batch_size, max_length, draw, max_lengths)
 
 
 # === Beam search ===
@@ -192,6 +259,8 @@ def beam_search(
     beam_width: int | tf.Tensor = 4,
     alpha: float | tf.Tensor = DEFAULT_LENGTH_ALPHA,
     include_greedy: bool = True,
+    *,
+    max_lengths: int | tf.Tensor | None = None,
 ) -> SearchResult:
     """Batched beam search with GNMT length normalization, in one `tf.while_loop`.
 
@@ -200,7 +269,8 @@ def beam_search(
     in `[END]` is kept as finished only when it ranks in the top `k`; the others stay alive.
     Finished hypotheses are ranked by `log P / length_penalty`. A sentence is `done` once no
     live hypothesis can still beat its best finished one: a live log-probability `s` can only
-    fall, so `s / length_penalty(max_length)` bounds every completion (for alpha >= 0).
+    fall, so `s / length_penalty(cap)` bounds every completion (for alpha >= 0), or once it has
+    reached its cap: there the top `k` candidates all count as finished, `[END]` or not.
 
     Plain beam search can prune the greedy path and end up *worse* than greedy. With
     `include_greedy` (the default) the greedy translation seeds the finished set, so the
@@ -212,6 +282,8 @@ def beam_search(
       beam_width: hypotheses kept per sentence, k >= 1 (an int, or an int32 scalar tensor).
       alpha: length-normalization exponent >= 0; 0 ranks by plain log-probability.
       include_greedy: seed the finished hypotheses with the greedy translation.
+      max_lengths: each sentence's own cap, as for `greedy_search`; it applies to all the
+        sentence's beams.
     Returns:
       The best hypothesis of every sentence as a `SearchResult`.
     """
@@ -223,7 +295,8 @@ def beam_search(
     beam_width = tf.convert_to_tensor(beam_width, tf.int32)
     alpha = tf.cast(alpha, tf.float32)
     batch_size = tf.convert_to_tensor(batch_size, tf.int32)
-    max_penalty = length_penalty(max_length, alpha)
+    caps = per_sentence_caps(max_lengths, max_length, batch_size)
+    max_penalty = length_penalty(caps, alpha)  # (batch,)
 
     # 1. Alive hypotheses: only beam 0 starts alive, so k copies of [START] are not k beams.
     alive_ids = tf.zeros([batch_size, beam_width, max_length], tf.int64)
@@ -238,7 +311,7 @@ def beam_search(
     finished_log_probs = tf.zeros([batch_size, beam_width], tf.float32)
     finished_lengths = tf.zeros([batch_size, beam_width], tf.int32)
     if include_greedy:
-        greedy = greedy_search(step, state, batch_size, max_length)
+        greedy = greedy_search(step, state, batch_size, max_length, max_lengths=caps)
         greedy_ids = tf.pad(
             greedy.token_ids, [[0, 0], [0, max_length - tf.shape(greedy.token_ids)[1]]]
         )
@@ -252,7 +325,7 @@ def beam_search(
         finished_lengths = seed_slot0(finished_lengths, greedy.lengths)
 
     columns = tf.range(max_length, dtype=tf.int32)
-    done = tf.zeros([batch_size], tf.bool)
+    done = caps <= 0
 
     def keep_going(t, *loop_vars):
         done = loop_vars[-1]
@@ -273,10 +346,10 @@ def beam_search(
         top_ids = gather_beams(alive_ids, top_beams)  # (batch, 2k, max_length)
         top_ids = tf.where(tf.equal(columns, t)[None, None, :], top_tokens[..., None], top_ids)
 
-        # 4. Finished: candidates ending here that rank in the top k (all of them at the end).
+        # 4. Finished: candidates ending here that rank in the top k (all of them at the cap).
         ranks = tf.range(num_candidates)[None, :]
-        last_step = tf.equal(t, max_length - 1)
-        ends = (tf.equal(top_tokens, END_ID) | last_step) & (ranks < beam_width)
+        at_cap = t + 1 >= caps  # (batch,) the candidates' length t + 1 reached the cap
+        ends = (tf.equal(top_tokens, END_ID) | at_cap[:, None]) & (ranks < beam_width)
         ends &= top_log_probs > NEG_INF
         new_scores = tf.where(ends, top_log_probs / length_penalty(t + 1, alpha), NEG_INF)
         # Older hypotheses come first, so on a tie the earlier (or greedy) one is kept.
@@ -314,7 +387,7 @@ def beam_search(
         # the worst of the k finished, which is needed for k-best lists; we return the best.)
         best_alive_bound = alive_log_probs[:, 0] / max_penalty
         nothing_alive = tf.equal(alive_log_probs[:, 0], NEG_INF)
-        done |= (best_alive_bound < finished_scores[:, 0]) | nothing_alive
+        done |= (best_alive_bound < finished_scores[:, 0]) | nothing_alive | at_cap
         return (t + 1, alive_ids, alive_last, alive_log_probs, alive_state,
                 finished_ids, finished_scores, finished_log_probs, finished_lengths, done)
 

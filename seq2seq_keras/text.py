@@ -5,7 +5,8 @@ sentence) lives here, so training, the translator and the exported SavedModel sh
 definition of a token:
 
 1. `standardize` is the one text-cleaning function, used for training and inference alike.
-2. `build_vocabulary` / `build_vocabularies` count the training split's tokens.
+2. `build_vocabulary` counts the training split's words (`tokenizers.build_vocabularies`
+   chooses between it and the WordPiece learner).
 3. `make_vectorizer` maps text to token ids with a fixed-vocabulary `TextVectorization`.
 4. `detokenize` turns token ids back into a sentence, written the Spanish way.
 
@@ -19,7 +20,6 @@ import keras
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from seq2seq_keras.config import Seq2SeqConfig
 
 # Special tokens. TextVectorization always puts the padding token "" at id 0 and "[UNK]" at
 # id 1; we put the decoder's start and end markers right after them in the target vocabulary.
@@ -88,17 +88,6 @@ def build_vocabulary(
     return vocabulary[:2] + list(reserved) + vocabulary[2:]
 
 
-def build_vocabularies(
-    pairs: list[tuple[str, str]], config: Seq2SeqConfig
-) -> tuple[list[str], list[str]]:
-    """Source and target vocabularies of `pairs` (the training split), sized by `config`."""
-    source_vocabulary = build_vocabulary([source for source, _ in pairs], config.source_vocab_size)
-    target_vocabulary = build_vocabulary(
-        [target for _, target in pairs], config.target_vocab_size, reserved=(START_TOKEN, END_TOKEN)
-    )
-    return source_vocabulary, target_vocabulary
-
-
 def make_vectorizer(vocabulary: list[str]) -> keras.layers.TextVectorization:
     """A `TextVectorization` with a fixed vocabulary: text → ragged token ids (unknown → 1)."""
     return keras.layers.TextVectorization(
@@ -122,15 +111,25 @@ def detokenize(token_ids: tf.Tensor, vocabulary: tf.Tensor) -> tf.Tensor:
     Returns:
       `(batch,)` `tf.string` sentences.
     """
-    token_ids = tf.cast(token_ids, tf.int64)
-    is_end = tf.cast(tf.equal(token_ids, END_ID), tf.int32)
-    before_end = tf.equal(tf.cumsum(is_end, axis=1), 0)
-    keep = before_end & (token_ids != PAD_ID) & (token_ids != START_ID)
-    words = tf.ragged.boolean_mask(tf.gather(vocabulary, token_ids), keep)
+    words = tf.gather(vocabulary, content_ids(token_ids))
     text = tf.strings.reduce_join(words, axis=-1, separator=" ")
     text = tf.strings.regex_replace(text, f" ([{CLOSING_PUNCTUATION}])", r"\1")
     text = tf.strings.regex_replace(text, f"([{OPENING_PUNCTUATION}]) ", r"\1")
     return capitalize_first_letter(text)
+
+
+def content_ids(token_ids: tf.Tensor, has_markers: bool = True) -> tf.RaggedTensor:
+    """The ids of each row without padding and, for a vocabulary with the decoder's markers,
+    only those before the first `[END]` and without `[START]` (ragged).
+
+    A source vocabulary has no markers: its ids 2 and 3 are ordinary tokens.
+    """
+    token_ids = tf.cast(token_ids, tf.int64)
+    keep = token_ids != PAD_ID
+    if has_markers:
+        is_end = tf.cast(tf.equal(token_ids, END_ID), tf.int32)
+        keep &= tf.equal(tf.cumsum(is_end, axis=1), 0) & (token_ids != START_ID)
+    return tf.ragged.boolean_mask(token_ids, keep)
 
 
 def capitalize_first_letter(text: tf.Tensor) -> tf.Tensor:

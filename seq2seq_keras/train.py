@@ -2,8 +2,9 @@
 
 `train` is what `python -m seq2seq_keras train` and the notebooks call. In order:
 
-1. `data.prepare_data` reads, splits and vectorizes the pairs; vocabularies come from the
-   training split only.
+1. `data.prepare_data` reads and splits the pairs and keeps the training and validation pairs
+   as text (`data.TextPairs`); vocabularies come from the training split only. The pipeline
+   tokenizes the text inside `tf.data` as it streams, so a corpus of any size fits.
 2. `build_model` builds and compiles the model inside the strategy's scope, at the configured
    precision (mixed bfloat16 or float16 where the hardware has it; softmax and loss in float32).
    If the scratch directory `.NAME.partial/` beside the model directory holds a checkpoint of
@@ -180,7 +181,7 @@ def train(
     resumed_from = (state.epoch, state.batch) if state.epoch or state.batch else None
 
     # 3. The callbacks, continuing from where the checkpoint left off.
-    steps_per_epoch = pipeline.count_batches(prepared.train_tokens, config, replicas)
+    steps_per_epoch = pipeline.count_batches(prepared.train_pairs, config, replicas)
     run = make_callbacks(config, store, state, best_weights, strategy, writes_files, logdir)
 
     # 4. Fit, from the checkpoint's position to the end.
@@ -293,17 +294,17 @@ def fit(
     """
     # A known length spares Keras' "ran out of data" warning after every validation pass.
     validation = pipeline.epoch_batches(
-        prepared.validation_tokens, config, False, num_replicas
+        prepared.validation_pairs, config, False, num_replicas
     ).apply(
         tf.data.experimental.assert_cardinality(
-            pipeline.count_batches(prepared.validation_tokens, config, num_replicas)
+            pipeline.count_batches(prepared.validation_pairs, config, num_replicas)
         )
     )
 
     def fit_until(epochs: int, steps: int) -> None:
         model.fit(
             pipeline.training_batches(
-                prepared.train_tokens, config, state.epoch, state.batch, num_replicas
+                prepared.train_pairs, config, state.epoch, state.batch, num_replicas
             ),
             steps_per_epoch=steps,
             initial_epoch=state.epoch,

@@ -1,7 +1,7 @@
 """The translator: sentences in, translations out — one `tf.Module` for Python and for serving.
 
-    sentences ─ repair UTF-8 ─ standardize + vocabulary ─ truncate ─ encoder ─ search ─ detokenize
-                                 (text.make_vectorizer)                 (graph_decoder.GraphDecoder)
+    sentences ─ repair UTF-8 ─ tokenize ─ truncate ─ encoder ─ search ─ detokenize
+                               (tokenizers.py: words or WordPiece)  (graph_decoder.GraphDecoder)
 
 `TranslatorModule` holds all of it inside TensorFlow: it is what `export` writes as a
 SavedModel, and `Translator` is a thin Python wrapper over the very same module, so a sentence
@@ -11,7 +11,10 @@ Bad input has one defined result everywhere: invalid UTF-8 bytes become U+FFFD a
 like any symbol; a sentence with no token after standardization (empty, blank, only emoji or
 symbols) translates to "" with score 0; a sentence longer than `max_source_length` tokens is
 truncated to its first `max_source_length` tokens (`Translator` also logs a warning); a beam
-wider than `MAX_BEAM_WIDTH` is clipped in a served request. Python callers get a `TypeError`
+wider than `MAX_BEAM_WIDTH` is clipped in a served request; and a translation stops after
+`decode_length_factor × source tokens + decode_length_offset` tokens, so a confused model cannot
+repeat itself up to `max_decode_length`. With the WordPiece tokenizer, an unknown word is
+spelled from pieces, and `[UNK]`, the markers and `##` never reach a translation. Python callers get a `TypeError`
 for a non-string and a `ValueError` for a bad beam width or temperature.
 
 Signatures of the exported module (`signatures`):
@@ -40,7 +43,8 @@ from seq2seq_keras.config import (
 )
 from seq2seq_keras.graph_decoder import GraphDecoder
 from seq2seq_keras.search import DEFAULT_LENGTH_ALPHA, SearchResult
-from seq2seq_keras.text import PAD_ID, detokenize, make_vectorizer, repair_utf8
+from seq2seq_keras.text import PAD_ID, repair_utf8
+from seq2seq_keras.tokenizers import make_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +60,8 @@ SEED_SPEC = tf.TensorSpec([], tf.int64, name="seed")
 class TranslatorModule(tf.Module):
     """Strings in, strings out, as a `tf.Module` that `tf.saved_model.save` writes completely.
 
-    It holds the source vectorizer, the vocabularies and a `graph_decoder.GraphDecoder` over the
-    trained layers (shared, not copied); every entry point is a `tf.function` with a fixed
+    It holds the source and target tokenizers (`config.tokenizer`'s kind, over the model's
+    vocabularies) and a `graph_decoder.GraphDecoder` over the trained layers (shared, not copied); every entry point is a `tf.function` with a fixed
     input signature.
 
     Args:
@@ -80,11 +84,14 @@ class TranslatorModule(tf.Module):
     ):
         super().__init__(name="translator")
         self.config = config
-        self.source_vectorizer = make_vectorizer(source_vocabulary)
-        self.source_vocabulary = tf.constant(source_vocabulary, tf.string)
-        self.target_vocabulary = tf.constant(target_vocabulary, tf.string)
+        self.source_tokenizer = make_tokenizer(config.tokenizer, source_vocabulary)
+        self.target_tokenizer = make_tokenizer(config.tokenizer, target_vocabulary)
         self.decoder = GraphDecoder(
-            training_model, config.max_decode_length, vocabulary_size=len(target_vocabulary)
+            training_model,
+            config.max_decode_length,
+            vocabulary_size=len(target_vocabulary),
+            length_factor=config.decode_length_factor,
+            length_offset=config.decode_length_offset,
         )
         self.max_source_length = config.max_source_length
         self.length_alpha = length_alpha
@@ -101,8 +108,8 @@ class TranslatorModule(tf.Module):
                    trained.target_vocabulary)
 
     def tokenize(self, sentences: tf.Tensor) -> tf.RaggedTensor:
-        """`(batch, None)` source ids of a string tensor: UTF-8 repaired, standardized."""
-        return self.source_vectorizer(repair_utf8(sentences))
+        """`(batch, None)` source ids of a string tensor: UTF-8 repaired, then tokenized."""
+        return self.source_tokenizer.tokenize(repair_utf8(sentences))
 
     def source_ids(self, sentences: tf.Tensor) -> tf.Tensor:
         """`(batch, source_len)` padded ids, truncated to `max_source_length` tokens."""
@@ -111,7 +118,7 @@ class TranslatorModule(tf.Module):
     def outputs(self, source_ids: tf.Tensor, result: SearchResult) -> dict[str, tf.Tensor]:
         """The signature outputs; a sentence without source tokens gets "" and score 0."""
         is_empty = tf.reduce_all(tf.equal(source_ids, PAD_ID), axis=1)
-        translations = detokenize(result.token_ids, self.target_vocabulary)
+        translations = self.target_tokenizer.detokenize(result.token_ids)
         return {
             "translations": tf.where(is_empty, tf.constant(""), translations),
             "scores": tf.where(is_empty, 0.0, result.log_probs),
@@ -156,8 +163,8 @@ class TranslatorModule(tf.Module):
         is_empty = tf.reduce_all(tf.equal(source_ids, PAD_ID), axis=1)
         token_ids = tf.where(is_empty[:, None], tf.constant(PAD_ID, tf.int64), result.token_ids)
         outputs["attention_weights"] = tf.where(is_empty[:, None, None], 0.0, weights)
-        outputs["source_tokens"] = tf.gather(self.source_vocabulary, source_ids)
-        outputs["target_tokens"] = tf.gather(self.target_vocabulary, token_ids)
+        outputs["source_tokens"] = self.source_tokenizer.pieces(source_ids)
+        outputs["target_tokens"] = self.target_tokenizer.pieces(token_ids)
         return outputs
 
 

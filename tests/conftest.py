@@ -20,6 +20,7 @@ import tensorflow as tf  # noqa: E402
 from seq2seq_keras import data as data_lib  # noqa: E402
 from seq2seq_keras import pipeline  # noqa: E402
 from seq2seq_keras import text as text_lib  # noqa: E402
+from seq2seq_keras import tokenizers  # noqa: E402
 from seq2seq_keras import train as train_lib  # noqa: E402
 from seq2seq_keras.config import Seq2SeqConfig  # noqa: E402
 from seq2seq_keras.model import build_training_model  # noqa: E402
@@ -95,7 +96,7 @@ class TinyModel:
 def build_tiny(config: Seq2SeqConfig, pairs, epochs: int) -> TinyModel:
     """Vocabularies, token ids and a model trained `epochs` full-batch epochs on `pairs`."""
     keras.utils.set_random_seed(config.seed)
-    source_vocabulary, target_vocabulary = text_lib.build_vocabularies(pairs, config)
+    source_vocabulary, target_vocabulary = tokenizers.build_vocabularies(pairs, config)
     tokens = data_lib.vectorize_pairs(pairs, source_vocabulary, target_vocabulary, config)
     model = build_training_model(config)
     if epochs:
@@ -108,6 +109,16 @@ def build_tiny(config: Seq2SeqConfig, pairs, epochs: int) -> TinyModel:
 def overfit_model(tiny_config) -> TinyModel:
     """A tiny model trained until it knows `TINY_PAIRS` by heart."""
     return build_tiny(tiny_config, TINY_PAIRS, epochs=120)
+
+
+@pytest.fixture(scope="session")
+def wordpiece_model(tiny_config) -> TinyModel:
+    """`overfit_model` with case-kept WordPiece tokens instead of lowercased words."""
+    config = dataclasses.replace(
+        tiny_config, tokenizer="wordpiece", source_vocab_size=160, target_vocab_size=200,
+        max_source_length=16, max_target_length=16,
+    )
+    return build_tiny(config, TINY_PAIRS, epochs=120)
 
 
 def small_model(config: Seq2SeqConfig = SMALL) -> keras.Model:

@@ -4,9 +4,11 @@ import collections
 import zipfile
 
 import pytest
+import tensorflow as tf
 
 from seq2seq_keras import data as data_lib
 from seq2seq_keras import text as text_lib
+from seq2seq_keras import tokenizers
 from seq2seq_keras.config import Seq2SeqConfig
 
 from conftest import SMALL
@@ -113,11 +115,37 @@ def test_vectorize_pairs_wraps_targets_and_drops_empty_and_too_long():
         max_source_length=4, max_target_length=5, source_vocab_size=20, target_vocab_size=20
     )
     pairs = [("a b", "x y"), ("😀", "x"), ("a", "x y z w"), ("a b c d e", "x")]
-    tokens = data_lib.vectorize_pairs(pairs, *text_lib.build_vocabularies(pairs, config), config)
+    tokens = data_lib.vectorize_pairs(pairs, *tokenizers.build_vocabularies(pairs, config), config)
     assert len(tokens) == 1
     assert tokens.dropped == collections.Counter({"empty_after_standardize": 1, "too_long": 2})
     target = tokens.target_ids.to_list()[0]
     assert target[0] == text_lib.START_ID and target[-1] == text_lib.END_ID and len(target) == 4
+
+
+@pytest.mark.parametrize("kind", ["word", "wordpiece"])
+def test_text_pairs_keep_the_pairs_vectorize_pairs_keeps_with_their_lengths(kind):
+    config = Seq2SeqConfig(
+        tokenizer=kind, max_source_length=4, max_target_length=5, source_vocab_size=40,
+        target_vocab_size=40,
+    )
+    pairs = [("a b", "x y"), ("😀", "x"), ("a", "x y z w"), ("a b c d e", "x"), ("c", "x y z")]
+    # Learned without the emoji, which both tokenizers then drop: that pair becomes empty.
+    vocabularies = tokenizers.build_vocabularies(pairs[:1] + pairs[2:], config)
+    tokens = data_lib.vectorize_pairs(pairs, *vocabularies, config)
+    kept = data_lib.text_pairs(
+        pairs, *(tokenizers.make_tokenizer(kind, vocabulary) for vocabulary in vocabularies),
+        config,
+    )
+    assert kept.dropped == tokens.dropped == collections.Counter(
+        {"empty_after_standardize": 1, "too_long": 2}
+    )
+    assert [text.decode() for text in kept.sources.numpy()] == ["a b", "c"]
+    assert [text.decode() for text in kept.targets.numpy()] == ["x y", "x y z"]
+    assert kept.source_lengths.tolist() == tokens.source_ids.row_lengths().numpy().tolist()
+    assert kept.target_lengths.tolist() == tokens.target_ids.row_lengths().numpy().tolist()
+    source_ids, target_ids = kept.token_ids(tf.constant([1, 0]))
+    assert source_ids.to_list() == tokens.source_ids.to_list()[::-1]
+    assert target_ids.to_list() == tokens.target_ids.to_list()[::-1]
 
 
 # --- the data of a training run --------------------------------------------------------------
@@ -127,9 +155,9 @@ def test_prepared_data_has_vocabularies_of_the_training_split_only(spa_eng_path)
     prepared = data_lib.prepare_data(SMALL, spa_eng_path)
     splits = prepared.splits
     assert len(splits.train) + len(splits.validation) + len(splits.test) == SMALL.max_pairs
-    assert prepared.source_vocabulary == text_lib.build_vocabularies(splits.train, SMALL)[0]
+    assert prepared.source_vocabulary == tokenizers.build_vocabularies(splits.train, SMALL)[0]
     assert len(prepared.target_vocabulary) == SMALL.target_vocab_size
-    assert len(prepared.validation_tokens) == len(splits.validation)  # short pairs: none dropped
+    assert len(prepared.validation_pairs) == len(splits.validation)  # short pairs: none dropped
     assert data_lib.describe_data(prepared).startswith(
         f"pairs: {len(splits.train)} train / {len(splits.validation)} validation / "
         f"{len(splits.test)} test; malformed lines skipped: none;"

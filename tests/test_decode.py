@@ -4,6 +4,8 @@ Both paths run `decode.encode` and `decode.decoder_step` over the same trained l
 must agree exactly: same probabilities as the teacher-forced training model, same tokens.
 """
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -162,3 +164,90 @@ def test_a_padding_token_is_the_same_step_in_both_decoders(half_trained_model):
     np.testing.assert_array_equal(tf.math.log(probabilities[:, 0, :]), log_probs)
     np.testing.assert_array_equal(h, graph_h)
     np.testing.assert_array_equal(c, graph_c)
+
+
+# --- Length caps relative to the source ----------------------------------------------------
+
+# Tight enough that the tiny models' translations of real sentences often reach it.
+LENGTH_FACTOR, LENGTH_OFFSET = 0.5, 1
+
+
+@pytest.fixture(scope="module")
+def untrained_attention_model(tiny_config):
+    """An untrained model with attention: a confused one, rarely choosing [END]."""
+    config = dataclasses.replace(tiny_config, attention="luong", reverse_source=False)
+    return build_tiny(config, TINY_PAIRS, epochs=0)
+
+
+def expected_caps(source_ids: np.ndarray, max_length: int) -> np.ndarray:
+    """`min(max_length, floor(0.5 * n) + 1)` for n source tokens, written out by hand."""
+    return np.minimum(max_length, np.count_nonzero(source_ids, axis=1) // 2 + LENGTH_OFFSET)
+
+
+def capped_decoder(tiny, length_offset: int = LENGTH_OFFSET) -> GraphDecoder:
+    return GraphDecoder(tiny.model, tiny.config.max_decode_length,
+                        length_factor=LENGTH_FACTOR, length_offset=length_offset)
+
+
+def test_graph_decoder_caps_every_search_by_the_source_length(half_trained_model,
+                                                              many_source_ids):
+    tiny, source_ids = half_trained_model, tf.constant(many_source_ids)
+    max_length = tiny.config.max_decode_length
+    caps = expected_caps(many_source_ids, max_length)
+    free, capped = GraphDecoder(tiny.model, max_length), capped_decoder(tiny)
+    np.testing.assert_array_equal(capped.max_lengths(source_ids), caps)
+    np.testing.assert_array_equal(free.max_lengths(source_ids), [max_length] * len(caps))
+
+    # Greedy: a row over its cap is cut there (no [END]), the others are unchanged.
+    free_greedy, greedy = free.greedy(source_ids), capped.greedy(source_ids)
+    over = free_greedy.lengths.numpy() > caps
+    assert over.sum() >= 5 and len(np.unique(caps[over])) >= 2  # different caps bind
+    np.testing.assert_array_equal(greedy.lengths, np.minimum(free_greedy.lengths, caps))
+    free_ids = free_greedy.token_ids.numpy()
+    kept = np.arange(free_ids.shape[1])[None, :] < caps[:, None]
+    width = greedy.token_ids.shape[1]
+    np.testing.assert_array_equal(greedy.token_ids, np.where(kept, free_ids, PAD)[:, :width])
+
+    # Beam search and sampling: no row passes its cap, and without it some rows would.
+    beam_args = (tf.constant(4), tf.constant(search.DEFAULT_LENGTH_ALPHA))
+    sample_args = (tf.constant(1.0), tf.constant(3, tf.int64))
+    for name, args in (("beam", beam_args), ("sample", sample_args)):
+        free_lengths = getattr(free, name)(source_ids, *args).lengths.numpy()
+        lengths = getattr(capped, name)(source_ids, *args).lengths.numpy()
+        assert (free_lengths > caps).any(), name
+        assert (lengths <= caps).all() and (lengths == caps).any(), name
+
+
+@pytest.mark.parametrize("which", ["half_trained_model", "untrained_attention_model"])
+def test_stepwise_decoder_with_a_cap_equals_the_graph_decoder(which, request, many_source_ids):
+    tiny = request.getfixturevalue(which)
+    max_length = tiny.config.max_decode_length
+    expected = greedy_decode_stepwise(build_inference_models(tiny.model), many_source_ids,
+                                      max_length, LENGTH_FACTOR, LENGTH_OFFSET)
+    result = capped_decoder(tiny).greedy(tf.constant(many_source_ids))
+    np.testing.assert_array_equal(result.token_ids, expected)
+    caps = expected_caps(many_source_ids, max_length)
+    assert (result.lengths.numpy() == caps).mean() > 0.5  # mostly capped, not ended
+
+
+def test_greedy_with_attention_is_capped_too(untrained_attention_model, many_source_ids):
+    source_ids = tf.constant(many_source_ids)
+    result, weights = capped_decoder(untrained_attention_model).greedy_with_attention(source_ids)
+    caps = expected_caps(many_source_ids, untrained_attention_model.config.max_decode_length)
+    assert (result.lengths.numpy() <= caps).all() and (result.lengths.numpy() == caps).any()
+    assert weights.shape[:2] == result.token_ids.shape
+
+
+def test_a_cap_of_zero_for_empty_sources_decodes_nothing(overfit_model):
+    decoder = capped_decoder(overfit_model, length_offset=0)  # an empty source: cap 0
+    empty_sources = tf.zeros([2, 1], tf.int64)
+    for result in (
+        decoder.greedy(empty_sources),
+        decoder.beam(empty_sources, tf.constant(3), tf.constant(0.6)),
+        decoder.sample(empty_sources, tf.constant(1.0), tf.constant(0, tf.int64)),
+    ):
+        assert result.token_ids.shape == (2, 0)
+        np.testing.assert_array_equal(result.lengths, [0, 0])
+    stepwise = greedy_decode_stepwise(build_inference_models(overfit_model.model),
+                                      np.zeros((2, 1), np.int64), 12, LENGTH_FACTOR, 0)
+    assert stepwise.shape == (2, 0)

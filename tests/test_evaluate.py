@@ -5,6 +5,7 @@ from seq2seq_keras.evaluate import (
     corpus_scores,
     evaluate_translator,
     format_length_table,
+    format_scores,
     reference_streams,
 )
 
@@ -21,12 +22,37 @@ def test_multi_reference_bleu_credits_any_reference():
     assert single.bleu < 100.0
 
 
-def test_bleu_is_case_insensitive_and_signed():
+def test_bleu_is_case_sensitive_with_case_insensitive_beside_it():
     scores = corpus_scores(["tom está aquí."], [["Tom está aquí."]])
-    assert scores.bleu == pytest.approx(100.0)
-    assert "case:lc" in scores.bleu_signature and "nrefs:1" in scores.bleu_signature
+    assert scores.bleu < 100.0
+    assert scores.bleu_lowercase == pytest.approx(100.0)
+    assert scores.chrf < 100.0
+    cased = corpus_scores(["Tom está aquí."], [["Tom está aquí."]])
+    assert cased.bleu == pytest.approx(100.0) and cased.chrf == pytest.approx(100.0)
+
+
+def test_every_score_is_signed():
+    scores = corpus_scores(["tom está aquí."], [["Tom está aquí."]])
+    assert "case:mixed" in scores.bleu_signature and "nrefs:1" in scores.bleu_signature
+    assert "case:lc" in scores.bleu_lowercase_signature
+    assert "case:mixed" in scores.chrf_signature and "nc:6" in scores.chrf_signature
     varied = corpus_scores(["a", "b"], [["a", "c"], ["b"]])
-    assert "nrefs:var" in varied.bleu_signature
+    assert "nrefs:var" in varied.bleu_signature and "nrefs:var" in varied.chrf_signature
+
+
+def test_format_scores_leads_with_case_sensitive_bleu_and_prints_signatures():
+    scores = corpus_scores(["tom está aquí."], [["Tom está aquí."]])
+    lines = format_scores(scores).splitlines()
+    assert lines[0].startswith(f"BLEU {scores.bleu:.2f}  case-insensitive BLEU 100.00  chrF ")
+    assert lines[1] == f"sacrebleu BLEU: {scores.bleu_signature}" and "case:mixed" in lines[1]
+    assert "case:lc" in lines[2] and lines[3].startswith("sacrebleu chrF: ")
+
+
+def test_bleu_by_length_is_case_sensitive():
+    hypotheses, references = ["tom está aquí."], [["Tom está aquí."]]
+    buckets = bleu_by_length(["Tom is here."], hypotheses, references)
+    assert buckets[0].bleu == pytest.approx(corpus_scores(hypotheses, references).bleu)
+    assert buckets[0].bleu < 100.0
 
 
 def test_bleu_by_length_buckets_sources_by_words():

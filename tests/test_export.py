@@ -89,6 +89,21 @@ def greedy_texts(model, sentences) -> list[str]:
     return [text.decode("utf-8") for text in outputs["translations"].numpy()]
 
 
+def translate_in_fresh_process(version_dir: Path, sentences: list[str], tmp_path: Path) -> dict:
+    """`FRESH_PROCESS_SCRIPT`'s results: the SavedModel loaded by a process without the package."""
+    script = tmp_path / "serve.py"
+    script.write_text(FRESH_PROCESS_SCRIPT, encoding="utf-8")
+    inputs = tmp_path / "sentences.json"
+    inputs.write_text(json.dumps(sentences, ensure_ascii=False), encoding="utf-8")
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    completed = subprocess.run(
+        [sys.executable, str(script), str(version_dir), str(inputs)],
+        capture_output=True, text=True, encoding="utf-8", cwd=tmp_path, env=env, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
 def op_types(version_dir: Path) -> set[str]:
     """Every op type of the SavedModel's graph, functions included."""
     saved_model = saved_model_pb2.SavedModel()
@@ -163,17 +178,7 @@ def test_the_module_translates_like_the_translator_greedy_and_beam(trained, tran
 def test_a_fresh_process_with_only_tensorflow_and_text_translates_the_same(
     exported, loaded, translator, sentences, tmp_path
 ):
-    script = tmp_path / "serve.py"
-    script.write_text(FRESH_PROCESS_SCRIPT, encoding="utf-8")
-    inputs = tmp_path / "sentences.json"
-    inputs.write_text(json.dumps(sentences, ensure_ascii=False), encoding="utf-8")
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    completed = subprocess.run(
-        [sys.executable, str(script), str(exported), str(inputs)],
-        capture_output=True, text=True, encoding="utf-8", cwd=tmp_path, env=env, timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    result = translate_in_fresh_process(exported, sentences, tmp_path)
     assert result["project_modules"] == []  # the package was neither imported nor importable
     assert result["greedy"] == translator.translate(sentences)
     in_process = loaded.signatures[SERVING_SIGNATURE](sentences=tf.constant(sentences))
@@ -198,6 +203,21 @@ def test_the_graph_needs_only_core_ops_and_normalize_utf8(exported):
     ops = op_types(exported)
     assert not any(op.startswith("Cudnn") for op in ops)
     assert {op for op in ops if not hasattr(tf.raw_ops, op)} == {"NormalizeUTF8"}
+
+
+def test_a_wordpiece_export_uses_serving_ops_and_translates_the_same_in_a_fresh_process(
+    wordpiece_model, sentences, tmp_path
+):
+    tiny = wordpiece_model
+    trained = TrainedModel(tiny.config, tiny.model, tiny.source_vocabulary, tiny.target_vocabulary)
+    version_dir = export.export_saved_model(trained, "pieces", tmp_path / "exports")
+    # tensorflow-text's ops, all in the ops_lib that TensorFlow Serving's model server links.
+    assert {op for op in op_types(version_dir) if not hasattr(tf.raw_ops, op)} == {
+        "NormalizeUTF8", "FastWordpieceTokenizeWithOffsets", "TFText>FastWordpieceDetokenize"
+    }
+    result = translate_in_fresh_process(version_dir, sentences, tmp_path)
+    assert result["greedy"] == Translator.from_trained(trained).translate(sentences)
+    assert result["beam"][: len(TARGETS)] == TARGETS  # with their case: "¿Cómo estás?"
 
 
 def test_an_export_made_with_a_gpu_visible_has_no_cudnn_kernel(trained, tmp_path, monkeypatch):

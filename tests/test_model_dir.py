@@ -25,14 +25,13 @@ def write_tiny_model_dir(tiny, destination):
     return trained
 
 
-def test_a_fresh_process_translates_exactly_as_the_training_process(overfit_model, tmp_path):
+@pytest.mark.parametrize("tiny_name", ["overfit_model", "wordpiece_model"])
+def test_a_fresh_process_translates_exactly_as_the_training_process(tiny_name, request, tmp_path):
+    tiny = request.getfixturevalue(tiny_name)
     model_dir = tmp_path / "model"
-    write_tiny_model_dir(overfit_model, model_dir)
+    write_tiny_model_dir(tiny, model_dir)
     here = Translator(
-        overfit_model.config,
-        overfit_model.model,
-        overfit_model.source_vocabulary,
-        overfit_model.target_vocabulary,
+        tiny.config, tiny.model, tiny.source_vocabulary, tiny.target_vocabulary
     ).translate(SENTENCES)
     completed = subprocess.run(
         [sys.executable, "-m", "seq2seq_keras", "translate", "--model-dir", str(model_dir)],

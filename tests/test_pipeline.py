@@ -1,17 +1,78 @@
-"""Pipeline: teacher-forced, right-padded batches grouped by length, split evenly over replicas,
-and a training stream that can start at any (epoch, batch)."""
+"""Pipeline: teacher-forced, right-padded batches grouped by length, tokenized as they stream
+from text, split evenly over replicas, counted without tokenizing, and a training stream that
+can start at any (epoch, batch)."""
 
+import collections
 import dataclasses
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from seq2seq_keras import data as data_lib
 from seq2seq_keras import pipeline
 from seq2seq_keras import text as text_lib
+from seq2seq_keras import tokenizers
 from seq2seq_keras.config import Seq2SeqConfig
 
 from conftest import TINY_PAIRS, build_tiny, padded
+
+# Pairs a streamed epoch must drop as `vectorize_pairs` does: empty after standardization on
+# either side (symbols no vocabulary holds), and too long on either side for `CORPUS_CONFIG`.
+PAIRS_TO_DROP = [
+    ("😀 🎉", "Hola."),
+    ("Hello.", "🎉"),
+    ("one two three four five six seven eight nine ten eleven twelve thirteen", "Uno."),
+    ("One.", "uno dos tres cuatro cinco seis siete ocho nueve diez once doce trece"),
+]
+CORPUS_CONFIG = Seq2SeqConfig(
+    batch_size=64, max_source_length=12, max_target_length=14, seed=3
+)
+
+
+def text_pairs(pairs, vocabularies, config: Seq2SeqConfig) -> data_lib.TextPairs:
+    source_vocabulary, target_vocabulary = vocabularies
+    return data_lib.text_pairs(
+        pairs,
+        tokenizers.make_tokenizer(config.tokenizer, source_vocabulary),
+        tokenizers.make_tokenizer(config.tokenizer, target_vocabulary),
+        config,
+    )
+
+
+def tiny_text_pairs(tiny) -> data_lib.TextPairs:
+    return text_pairs(TINY_PAIRS, (tiny.source_vocabulary, tiny.target_vocabulary), tiny.config)
+
+
+def pairs_in(batches) -> collections.Counter:
+    """The `(source_ids, target_ids)` of every pair in the batches, padding removed and the
+    target rebuilt as `[START] y1 … yn [END]`, counted: a multiset of pairs."""
+    seen = collections.Counter()
+    for (source_ids, decoder_input_ids), target_ids in batches:
+        for source, decoder_input, target in zip(
+            source_ids.numpy(), decoder_input_ids.numpy(), target_ids.numpy()
+        ):
+            full_target = [decoder_input[0], *target]
+            seen[tuple(source[source != 0]), tuple(int(i) for i in full_target if i)] += 1
+    return seen
+
+
+def pairs_of(tokens: data_lib.TokenizedPairs) -> collections.Counter:
+    return collections.Counter(
+        zip(map(tuple, tokens.source_ids.to_list()), map(tuple, tokens.target_ids.to_list()))
+    )
+
+
+@pytest.fixture(scope="module", params=["word", "wordpiece"])
+def corpus(request, spa_eng_path):
+    """Two thousand spa-eng pairs and `PAIRS_TO_DROP`, with `request.param` vocabularies
+    learned from the spa-eng pairs."""
+    config = dataclasses.replace(CORPUS_CONFIG, tokenizer=request.param)
+    sample = data_lib.read_pairs(spa_eng_path, max_pairs=40000).pairs[::20]
+    return config, sample + PAIRS_TO_DROP, tokenizers.build_vocabularies(sample, config)
+
+
+# --- teacher forcing and batches -------------------------------------------------------------
 
 
 def test_teacher_forcing_shifts_the_target_by_one():
@@ -22,9 +83,13 @@ def test_teacher_forcing_shifts_the_target_by_one():
     assert source.numpy().tolist() == [[5]]
 
 
-def test_dataset_is_teacher_forced_right_padded_and_covers_every_pair(tiny_config):
+@pytest.mark.parametrize("source", ["token ids", "streamed text"])
+def test_dataset_is_teacher_forced_right_padded_and_covers_every_pair(tiny_config, source):
     tiny = build_tiny(tiny_config, TINY_PAIRS, epochs=0)
-    batches = list(pipeline.make_dataset(tiny.tokens, tiny_config, shuffle=True))
+    if source == "token ids":
+        batches = list(pipeline.make_dataset(tiny.tokens, tiny_config, shuffle=True))
+    else:
+        batches = list(pipeline.epoch_batches(tiny_text_pairs(tiny), tiny_config, shuffle=True))
     seen = 0
     for (source_ids, decoder_input_ids), target_ids in batches:
         source_ids, decoder_input_ids, target_ids = (
@@ -48,9 +113,9 @@ def test_dataset_is_teacher_forced_right_padded_and_covers_every_pair(tiny_confi
 def test_batches_are_grouped_by_length(spa_eng_path):
     config = Seq2SeqConfig(batch_size=64, source_vocab_size=2000, target_vocab_size=2000)
     pairs = data_lib.read_pairs(spa_eng_path, max_pairs=20000).pairs[::3]
-    tokens = data_lib.vectorize_pairs(pairs, *text_lib.build_vocabularies(pairs, config), config)
+    streamed = text_pairs(pairs, tokenizers.build_vocabularies(pairs, config), config)
     real = padding = 0
-    for (source_ids, _), target_ids in pipeline.make_dataset(tokens, config):
+    for (source_ids, _), target_ids in pipeline.epoch_batches(streamed, config, shuffle=True):
         real += int(tf.math.count_nonzero(target_ids))
         padding += int(tf.size(target_ids)) - int(tf.math.count_nonzero(target_ids))
     assert padding / (real + padding) < 0.15
@@ -61,27 +126,78 @@ def test_length_buckets_stop_below_the_longest_sentence():
     assert pipeline.length_buckets(64)[-1] == 48
 
 
+# --- text tokenized as it streams ------------------------------------------------------------
+
+
+def test_a_streamed_epoch_holds_exactly_the_pairs_vectorize_pairs_gives(corpus):
+    config, pairs, vocabularies = corpus
+    tokens = data_lib.vectorize_pairs(pairs, *vocabularies, config)
+    streamed = text_pairs(pairs, vocabularies, config)
+    assert streamed.dropped == tokens.dropped
+    assert streamed.dropped["empty_after_standardize"] >= 2 and streamed.dropped["too_long"] >= 2
+    expected = pairs_of(tokens)
+    assert pairs_in(pipeline.epoch_batches(streamed, config, shuffle=True, epoch=4)) == expected
+    assert pairs_in(pipeline.epoch_batches(streamed, config, shuffle=False)) == expected
+
+
+def test_epochs_come_in_different_orders_fixed_by_the_seed(corpus):
+    config, pairs, vocabularies = corpus
+    streamed = text_pairs(pairs, vocabularies, config)
+
+    def first_targets(epoch, seed=config.seed):
+        batches = pipeline.epoch_batches(
+            streamed, dataclasses.replace(config, seed=seed), shuffle=True, epoch=epoch
+        )
+        return [target.numpy().tolist() for _, target in batches.take(3)]
+
+    assert first_targets(1) == first_targets(1)
+    assert first_targets(1) != first_targets(2)
+    assert first_targets(1) != first_targets(1, seed=config.seed + 1)
+
+
+@pytest.mark.parametrize("batch_size, num_replicas", [(64, 1), (50, 1), (64, 3), (10, 4)])
+def test_count_batches_from_lengths_equals_the_batches_of_an_epoch(
+    corpus, batch_size, num_replicas
+):
+    config, pairs, vocabularies = corpus
+    config = dataclasses.replace(config, batch_size=batch_size)
+    streamed = text_pairs(pairs, vocabularies, config)
+    batches = pipeline.epoch_batches(streamed, config, shuffle=True, num_replicas=num_replicas)
+    assert pipeline.count_batches(streamed, config, num_replicas) == len(list(batches))
+
+
+# --- replicas and the training stream --------------------------------------------------------
+
+
 def test_every_batch_splits_evenly_over_the_replicas(tiny_config):
     tiny = build_tiny(tiny_config, TINY_PAIRS, epochs=0)
     config = dataclasses.replace(tiny_config, batch_size=4)
+    streamed = tiny_text_pairs(tiny)
     sizes = [
         int(target.shape[0])
-        for _, target in pipeline.epoch_batches(tiny.tokens, config, shuffle=True, num_replicas=3)
+        for _, target in pipeline.epoch_batches(streamed, config, shuffle=True, num_replicas=3)
     ]
     assert sizes and all(size > 0 and size % 3 == 0 for size in sizes)
-    assert pipeline.count_batches(tiny.tokens, config, num_replicas=3) == len(sizes)
+    assert pipeline.count_batches(streamed, config, num_replicas=3) == len(sizes)
 
 
 def test_a_stream_started_midway_sees_the_batches_of_an_uninterrupted_one(tiny_config):
     tiny = build_tiny(tiny_config, TINY_PAIRS, epochs=0)
     config = dataclasses.replace(tiny_config, batch_size=4)
-    steps_per_epoch = pipeline.count_batches(tiny.tokens, config)
+    streamed = tiny_text_pairs(tiny)
+    steps_per_epoch = pipeline.count_batches(streamed, config)
 
     def targets(dataset, count):
         return [target.numpy().tolist() for _, target in dataset.take(count)]
 
-    whole = targets(pipeline.training_batches(tiny.tokens, config), 3 * steps_per_epoch)
-    resumed = targets(pipeline.training_batches(tiny.tokens, config, epoch=1, batch=2),
+    whole = targets(pipeline.training_batches(streamed, config), 3 * steps_per_epoch)
+    resumed = targets(pipeline.training_batches(streamed, config, epoch=1, batch=2),
                       2 * steps_per_epoch - 2)
     assert resumed == whole[steps_per_epoch + 2:]
     assert whole[:steps_per_epoch] != whole[steps_per_epoch:2 * steps_per_epoch]  # reshuffled
+    # The stream is the epochs of `epoch_batches`, one after the other, each whole.
+    for epoch in range(3):
+        one_epoch = pipeline.epoch_batches(streamed, config, shuffle=True, epoch=epoch)
+        assert targets(one_epoch, steps_per_epoch + 1) == (
+            whole[epoch * steps_per_epoch:(epoch + 1) * steps_per_epoch]
+        )

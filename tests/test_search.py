@@ -49,6 +49,10 @@ SHORT_OR_LONG = markov_table({START: {END: 0.4, A: 0.38}, A: {END: 0.99}}, {END:
 NO_END = markov_table({}, {A: 1.0})
 # One-hot: A, B, C, [END] with certainty.
 ONE_HOT = markov_table({START: {A: 1.0}, A: {B: 1.0}, B: {C: 1.0}, C: {END: 1.0}}, {END: 1.0})
+# A confused model: A again and again (0.5 each time); [END] is possible but never the best.
+REPEATS = markov_table({}, {A: 0.5})
+# A first (0.5), then A forever with certainty: longer is better under length normalization.
+SURE_AFTER_A = markov_table({START: {A: 0.5}}, {A: 1.0})
 
 
 def table_step(*tables: np.ndarray):
@@ -186,3 +190,99 @@ def test_searches_accept_an_empty_batch():
         no_sentences = tf.zeros([0], tf.int32)
         ids, log_probs, lengths = search_fn(table_step(ONE_HOT), no_sentences, 0, max_length=5)
         assert ids.shape == (0, 0) and log_probs.shape == (0,) and lengths.shape == (0,)
+
+
+# --- Per-sentence length caps --------------------------------------------------------------
+
+
+def test_decode_length_caps_floor_factor_times_source_plus_offset_within_the_maximum():
+    source_ids = tf.constant([[0, 0, 0], [7, 0, 0], [7, 8, 9], [9, 9, 0]], tf.int64)
+    np.testing.assert_array_equal(search.source_lengths(source_ids), [0, 1, 3, 2])
+    lengths = tf.constant([0, 1, 5, 27, 40])
+    np.testing.assert_array_equal(
+        search.decode_length_caps(lengths, 64, factor=1.5, offset=3), [3, 4, 10, 43, 63]
+    )  # floor: 1.5 -> 1 and 7.5 -> 7
+    np.testing.assert_array_equal(
+        search.decode_length_caps(lengths, 64, factor=2.0, offset=10), [10, 12, 20, 64, 64]
+    )
+    np.testing.assert_array_equal(search.decode_length_caps(lengths, 64), [64] * 5)
+
+
+def test_greedy_search_stops_each_sentence_at_its_own_cap_without_end():
+    ids, log_probs, lengths = run(
+        search.greedy_search, REPEATS, REPEATS, ONE_HOT, ONE_HOT, REPEATS,
+        max_length=8, max_lengths=tf.constant([2, 5, 3, 8, 0]),
+    )
+    np.testing.assert_array_equal(ids, [
+        [A, A, PAD, PAD, PAD],
+        [A, A, A, A, A],
+        [A, B, C, PAD, PAD],  # capped just before its [END]
+        [A, B, C, END, PAD],  # ends before its cap
+        [PAD] * 5,  # a cap of 0 (an empty source with no offset): nothing
+    ])
+    np.testing.assert_array_equal(lengths, [2, 5, 3, 4, 0])
+    np.testing.assert_allclose(
+        log_probs, [log(0.5, 0.5), log(*[0.5] * 5), 0.0, 0.0, 0.0], atol=1e-6
+    )
+
+
+def test_a_scalar_cap_applies_to_every_sentence_and_never_exceeds_the_maximum():
+    _, _, lengths = run(search.greedy_search, NO_END, ONE_HOT, max_length=8, max_lengths=2)
+    np.testing.assert_array_equal(lengths, [2, 2])
+    ids, _, lengths = run(search.greedy_search, NO_END, max_length=3, max_lengths=10)
+    np.testing.assert_array_equal(ids, [[A, A, A]])
+
+
+def test_sampling_stops_each_sentence_at_its_own_cap():
+    ids, _, lengths = run(
+        search.sample_search, NO_END, NO_END, NO_END, ONE_HOT,
+        max_length=6, seed=5, max_lengths=tf.constant([1, 3, 5, 6]),
+    )
+    np.testing.assert_array_equal(ids, [
+        [A, PAD, PAD, PAD, PAD],
+        [A, A, A, PAD, PAD],
+        [A, A, A, A, A],
+        [A, B, C, END, PAD],
+    ])
+    np.testing.assert_array_equal(lengths, [1, 3, 5, 4])
+
+
+@pytest.mark.parametrize("include_greedy", [True, False])
+def test_beam_search_stops_each_sentence_at_its_own_cap(include_greedy):
+    ids, log_probs, lengths = run(
+        search.beam_search, REPEATS, REPEATS, ONE_HOT, ONE_HOT,
+        max_length=8, beam_width=3, max_lengths=tf.constant([2, 4, 3, 8]),
+        include_greedy=include_greedy,
+    )
+    np.testing.assert_array_equal(ids, [
+        [A, A, PAD, PAD],
+        [A, A, A, A],
+        [A, B, C, PAD],
+        [A, B, C, END],
+    ])
+    np.testing.assert_array_equal(lengths, [2, 4, 3, 4])
+    np.testing.assert_allclose(log_probs, [log(0.5, 0.5), log(*[0.5] * 4), 0.0, 0.0],
+                               atol=1e-6)
+
+
+def test_beam_search_ranks_hypotheses_capped_without_end_with_those_that_ended():
+    # Uncapped, length normalization prefers A [END]; with a cap of 1 only one token fits.
+    # SURE_AFTER_A scores better the longer it gets (alpha 1): the cap must still stop it.
+    tables = [SHORT_OR_LONG, SHORT_OR_LONG, BEAM_WINS, SURE_AFTER_A]
+    ids, log_probs, lengths = run(
+        search.beam_search, *tables, max_length=5, beam_width=2, alpha=1.0,
+        max_lengths=tf.constant([1, 5, 1, 2]), include_greedy=False,
+    )
+    np.testing.assert_array_equal(ids, [[END, PAD], [A, END], [A, PAD], [A, A]])
+    np.testing.assert_array_equal(lengths, [1, 2, 1, 2])
+    np.testing.assert_allclose(
+        log_probs, [log(0.4), log(0.38, 0.99), log(0.5), log(0.5)], atol=1e-6
+    )
+
+
+def test_searches_accept_an_empty_batch_with_caps():
+    for search_fn in (search.greedy_search, search.beam_search, search.sample_search):
+        no_sentences = tf.zeros([0], tf.int32)
+        result = search_fn(table_step(ONE_HOT), no_sentences, 0, max_length=5,
+                           max_lengths=tf.zeros([0], tf.int32))
+        assert result.token_ids.shape == (0, 0) and result.lengths.shape == (0,)

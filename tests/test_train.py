@@ -173,7 +173,7 @@ def test_a_nan_loss_after_a_good_epoch_keeps_that_epoch(
     spa_eng_path, tmp_path, monkeypatch, caplog
 ):
     prepared = data_lib.prepare_data(SMALL, spa_eng_path)
-    steps_per_epoch = pipeline.count_batches(prepared.train_tokens, SMALL)
+    steps_per_epoch = pipeline.count_batches(prepared.train_pairs, SMALL)
     build_model = train_lib.build_model
 
     def diverging_model(config, strategy=None):

@@ -1,5 +1,6 @@
 """The translator: strings in, strings out, the same through Python, the module and a SavedModel."""
 
+import dataclasses
 import logging
 import os
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from seq2seq_keras.config import MAX_BEAM_WIDTH
+from seq2seq_keras.text import UNK_ID
 from seq2seq_keras.graph_decoder import GraphDecoder
 from seq2seq_keras.export import export_saved_model
 from seq2seq_keras.model_dir import TrainedModel, save_model_directory
@@ -21,7 +23,7 @@ from seq2seq_keras.translator import (
     as_utf8_list,
 )
 
-from conftest import PROJECT_ROOT, TINY_PAIRS
+from conftest import PROJECT_ROOT, TINY_PAIRS, build_tiny
 
 
 def translator_for(tiny) -> Translator:
@@ -116,7 +118,11 @@ def texts(outputs) -> list[str]:
     return [text.decode("utf-8") for text in outputs["translations"].numpy()]
 
 
-def test_translator_module_and_reloaded_savedmodel_give_the_same_strings(trained, tmp_path):
+@pytest.mark.parametrize("trained_name", ["trained", "wordpiece_trained"])
+def test_translator_module_and_reloaded_savedmodel_give_the_same_strings(
+    trained_name, request, tmp_path
+):
+    trained = request.getfixturevalue(trained_name)
     translator = Translator.from_trained(trained)
     module = TranslatorModule.from_trained(trained)
     reloaded = tf.saved_model.load(str(export_saved_model(trained, "hostile", tmp_path)))
@@ -134,6 +140,10 @@ def test_translator_module_and_reloaded_savedmodel_give_the_same_strings(trained
     assert from_python[8] == "Gracias." and from_python[10] == "Buenas noches."
     assert from_python[3] == from_python[4]
     assert from_python[7] == "Gracias."  # full-width letters are NFKC-normalized
+    if trained.config.tokenizer == "wordpiece":  # nothing but words reaches the user
+        for translation in from_python + beam:
+            assert not {"[UNK]", "[START]", "[END]"} & set(translation.split()), translation
+            assert "##" not in translation, translation
 
 
 def test_sampling_is_reproducible_by_seed_and_low_temperature_is_greedy(trained):
@@ -206,3 +216,45 @@ def run_cli_bytes(*args, stdin: bytes = b"", env=None):
         [sys.executable, "-m", "seq2seq_keras", *args], input=stdin, capture_output=True,
         cwd=PROJECT_ROOT, env=env, timeout=600,
     )
+
+
+# --- WordPiece: the same guarantees with case-kept subword pieces ------------------------------
+
+
+@pytest.fixture(scope="module")
+def wordpiece_trained(wordpiece_model) -> TrainedModel:
+    tiny = wordpiece_model
+    return TrainedModel(tiny.config, tiny.model, tiny.source_vocabulary, tiny.target_vocabulary)
+
+
+def test_wordpiece_model_translates_every_training_pair_with_its_case(wordpiece_trained):
+    translator = Translator.from_trained(wordpiece_trained)
+    assert translator.translate([source for source, _ in TINY_PAIRS]) == [
+        target for _, target in TINY_PAIRS
+    ]
+
+
+def test_a_made_up_name_reaches_the_decoder_as_pieces_not_unk(wordpiece_trained):
+    translator = Translator.from_trained(wordpiece_trained)
+    (ids,) = translator.source_ids(["Zbigniew lives in Gdańsk."]).to_list()
+    assert UNK_ID not in ids and len(ids) > 4
+
+
+def test_attention_over_wordpiece_pieces_labels_each_piece(tiny_config):
+    config = dataclasses.replace(
+        tiny_config, tokenizer="wordpiece", attention="luong", reverse_source=False,
+        source_vocab_size=160,
+        target_vocab_size=200, max_source_length=16, max_target_length=16,
+    )
+    tiny = build_tiny(config, TINY_PAIRS, epochs=0)  # untrained: the labels are the point
+    module = TranslatorModule(config, tiny.model, tiny.source_vocabulary, tiny.target_vocabulary)
+    outputs = module.translate_with_attention(tf.constant(["Zbigniew is here."]))
+    source_tokens = [token.decode("utf-8") for token in outputs["source_tokens"].numpy()[0]]
+    (ids,) = module.tokenize(tf.constant(["Zbigniew is here."])).to_list()
+    assert source_tokens == [tiny.source_vocabulary[i] for i in ids]
+    assert any(token.startswith("##") for token in source_tokens)  # the name, in pieces
+    weights = outputs["attention_weights"].numpy()[0]
+    assert weights.shape[1] == len(source_tokens)
+    row_sums = weights.sum(axis=1)  # 1 while decoding, 0 after [END]
+    assert row_sums[0] == pytest.approx(1.0, abs=1e-4)
+    assert all(total == pytest.approx(1.0, abs=1e-4) or total == 0.0 for total in row_sums)
