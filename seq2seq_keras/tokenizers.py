@@ -8,8 +8,8 @@
   vocabulary becomes `[UNK]`. Simple to read, and the classic setup of the literature.
 - **wordpiece** (`WordPieceTokenizer`): the text keeps its case and its spacing, each
   whitespace-separated word is cut into the longest pieces of a vocabulary learned from the
-  training split by tensorflow-text's WordPiece learner ("Gdańsk" → `Gd ##ansk`), and
-  `FastWordpieceTokenizer` maps pieces to ids and back. Any word made of characters seen in
+  training split by tensorflow-text's WordPiece learner ("Zbigniew" → `Z ##b ##ign ##ie ##w`),
+  and `FastWordpieceTokenizer` maps pieces to ids and back. Any word made of characters seen in
   training is spelled from pieces, so names and rare words survive, and the model writes
   case and punctuation itself ("¿Dónde está Tom?").
 
@@ -48,7 +48,7 @@ from seq2seq_keras.text import (
     make_vectorizer,
 )
 
-# WordPiece marks a piece that continues a word ("Gd ##ansk") with this prefix.
+# WordPiece marks a piece that continues a word ("Z ##b ##ign") with this prefix.
 SUFFIX_INDICATOR = "##"
 # Prefixed to the markers in the tokenizer's vocabulary so that no text matches them: a control
 # character, which `normalize_cased` turns into a space (not NUL, which ends a C string).
