@@ -33,12 +33,7 @@ import tensorflow as tf
 
 from seq2seq_keras.config import Seq2SeqConfig
 from seq2seq_keras.text import END_ID, START_ID
-from seq2seq_keras.tokenizers import (
-    WordPieceTokenizer,
-    WordTokenizer,
-    build_vocabularies,
-    make_tokenizer,
-)
+from seq2seq_keras.tokenizers import Tokenizer, build_vocabularies, make_tokenizer
 
 # The spa-eng pairs used by the TensorFlow and Keras translation tutorials (Tatoeba via
 # manythings.org/anki, CC-BY 2.0).
@@ -52,7 +47,6 @@ TEST_BUCKETS = 2
 VALIDATION_BUCKETS = 4
 
 
-Tokenizer = WordTokenizer | WordPieceTokenizer  # what `tokenizers.make_tokenizer` returns
 
 
 class DataError(Exception):

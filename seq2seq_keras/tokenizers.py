@@ -254,7 +254,10 @@ def within_budget(vocabulary: list[str], num_specials: int, vocab_size: int) -> 
     return kept + longer[: vocab_size - len(kept)]
 
 
-def make_tokenizer(kind: str, vocabulary: list[str]) -> WordTokenizer | WordPieceTokenizer:
+Tokenizer = WordTokenizer | WordPieceTokenizer  # what `make_tokenizer` returns
+
+
+def make_tokenizer(kind: str, vocabulary: list[str]) -> Tokenizer:
     """The tokenizer `config.tokenizer` names, over a vocabulary built for it."""
     if kind == "wordpiece":
         return WordPieceTokenizer(vocabulary)
