@@ -47,8 +47,6 @@ TEST_BUCKETS = 2
 VALIDATION_BUCKETS = 4
 
 
-
-
 class DataError(Exception):
     """A problem with the user's data file: the message says what happened and how to fix it."""
 
