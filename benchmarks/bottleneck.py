@@ -1,6 +1,7 @@
 """The bottleneck study: the classic encoder–decoder against attention, same time budget.
 
     python benchmarks/bottleneck.py [--data PATH] [--minutes 30] [--attention luong]
+                                    [--tokenizer wordpiece|word]
                                     [--out runs/bottleneck] [--retrain]
 
 1. Trains two models with `python -m seq2seq_keras train` and the same `--max-minutes`: the
@@ -31,6 +32,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from seq2seq_keras import compare, evaluate, plots  # noqa: E402
 from seq2seq_keras import data as data_lib  # noqa: E402
 from seq2seq_keras.cli import SAMPLE_SENTENCES  # noqa: E402
+from seq2seq_keras.config import TOKENIZERS, Seq2SeqConfig  # noqa: E402
 from seq2seq_keras.model_dir import HISTORY_FILENAME, MODEL_FILENAME  # noqa: E402
 
 BEAM_WIDTH = 4
@@ -50,7 +52,8 @@ def train_if_needed(name: str, flags: list[str], args) -> Path:
         return model_dir
     command = [
         sys.executable, "-m", "seq2seq_keras", "train", "--model-dir", str(model_dir),
-        "--max-minutes", str(args.minutes), "--verbose", "2", *flags,
+        "--max-minutes", str(args.minutes), "--verbose", "2", "--tokenizer", args.tokenizer,
+        *flags,
     ]
     if args.data:
         command += ["--data", args.data]
@@ -88,6 +91,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="training budget per model")
     parser.add_argument("--attention", default="luong", choices=("luong", "bahdanau"))
     parser.add_argument("--out", default="runs/bottleneck", help="model directories and figures")
+    parser.add_argument("--tokenizer", default=Seq2SeqConfig().tokenizer, choices=TOKENIZERS,
+                        help="the tokenizer of both models (default: %(default)s)")
     parser.add_argument("--retrain", action="store_true", help="train even if a model exists")
     args = parser.parse_args()
 

@@ -37,14 +37,15 @@ import tensorflow as tf  # noqa: E402
 
 from seq2seq_keras import data as data_lib  # noqa: E402
 from seq2seq_keras import evaluate, export, search  # noqa: E402
-from seq2seq_keras import text as text_lib  # noqa: E402
 from seq2seq_keras.decode import (  # noqa: E402
     build_inference_models,
     greedy_decode_stepwise,
 )
 from seq2seq_keras.graph_decoder import GraphDecoder  # noqa: E402
 from seq2seq_keras.model_dir import load_trained_model  # noqa: E402
-from seq2seq_keras.text import END_ID, PAD_ID, START_ID, detokenize  # noqa: E402
+from seq2seq_keras.model import float32_model  # noqa: E402
+from seq2seq_keras.text import END_ID, PAD_ID, START_ID  # noqa: E402
+from seq2seq_keras.tokenizers import make_tokenizer  # noqa: E402
 from seq2seq_keras.translator import BEAM_SIGNATURE, SERVING_SIGNATURE  # noqa: E402
 
 MATMUL_SIZE = 2048
@@ -143,8 +144,10 @@ def main(argv=None) -> int:
         data_lib.resolve_data_file(args.data), max_pairs=config.max_pairs, reverse=config.reverse
     ).pairs
     references = data_lib.references_by_source(data_lib.split_pairs(pairs).test)
-    vectorizer = text_lib.make_vectorizer(trained.source_vocabulary)
-    ragged = vectorizer(tf.constant(list(references)))[:, : config.max_source_length]
+    source_tokenizer = make_tokenizer(config.tokenizer, trained.source_vocabulary)
+    target_tokenizer = make_tokenizer(config.tokenizer, trained.target_vocabulary)
+    ragged = source_tokenizer.tokenize(tf.constant(list(references)))
+    ragged = ragged[:, : config.max_source_length]
     # A source of only symbols has no ids; its translation is "" without decoding.
     candidates = [(source, row) for source, row in zip(references, ragged.to_list()) if row]
     sample = spread_over_lengths(candidates, args.sentences)
@@ -153,8 +156,13 @@ def main(argv=None) -> int:
     one_ids = [pad_rows([row]) for row in id_rows]
     num_sentences = len(sources)
     max_length = config.max_decode_length
-    models = build_inference_models(trained.training_model)
-    decoder = GraphDecoder(trained.training_model, max_length)
+    # Every row decodes what the SavedModel decodes: the float32 model, with its length caps.
+    decoding_model = float32_model(trained.training_model, config)
+    caps = dict(length_factor=config.decode_length_factor, length_offset=config.decode_length_offset)
+    models = build_inference_models(decoding_model)
+    decoder = GraphDecoder(
+        decoding_model, max_length, vocabulary_size=len(trained.target_vocabulary), **caps
+    )
     lengths = [len(row) for row in id_rows]
     print(f"model {args.model_dir}: units {config.units}, embedding {config.embedding_dim}, "
           f"vocab {config.source_vocab_size}/{config.target_vocab_size}; {num_sentences} of "
@@ -171,7 +179,7 @@ def main(argv=None) -> int:
     rows.append(("classic (predict per token)", 1, num_sentences, seconds))
     classic_tokens = [row for ids in classic for row in trim(ids)]
     seconds, stepwise_one = timed(
-        lambda: [greedy_decode_stepwise(models, ids, max_length) for ids in one_ids]
+        lambda: [greedy_decode_stepwise(models, ids, max_length, **caps) for ids in one_ids]
     )
     rows.append(("stepwise (model call per token)", 1, num_sentences, seconds))
     graph_one_seconds, graph_one = timed(lambda: [decoder.greedy(ids) for ids in one_ids])
@@ -183,7 +191,7 @@ def main(argv=None) -> int:
 
     # 3. Batched stepwise and the graph searches.
     seconds, stepwise = timed(
-        lambda: decode_all(lambda ids: greedy_decode_stepwise(models, ids, max_length))
+        lambda: decode_all(lambda ids: greedy_decode_stepwise(models, ids, max_length, **caps))
     )
     rows.append(("stepwise (model call per token)", args.batch_size, num_sentences, seconds))
     seconds, greedy = timed(lambda: decode_all(lambda ids: decoder.greedy(ids)))
@@ -227,7 +235,7 @@ def main(argv=None) -> int:
     graph_texts = [
         text.decode("utf-8")
         for result in greedy
-        for text in detokenize(result.token_ids, tf.constant(trained.target_vocabulary)).numpy()
+        for text in target_tokenizer.detokenize(result.token_ids).numpy()
     ]
     served_texts = [t.decode("utf-8") for out in served_greedy for t in out["translations"].numpy()]
     agreement["SavedModel vs graph greedy (text)"] = served_texts == graph_texts

@@ -4,20 +4,24 @@ Modules follow the data: `config` → `text` → `data` → `pipeline` → `mode
 `search`, `graph_decoder`) → `translator` → `evaluate` → `export`; training is `train` with `callbacks`,
 `checkpoints` and `storage`; `cli` is the command line.
 
-Importing the package registers its Keras objects (`SoftmaxDense`, `MaskedAccuracy`), so plain
-Keras loads a trained model:
+Importing the package after Keras registers its Keras objects (`SoftmaxDense`,
+`MaskedAccuracy`), so plain Keras loads a trained model:
 
     import keras
     import seq2seq_keras
     model = keras.saving.load_model("runs/eng_spa/model.keras")
+
+Without Keras imported first, the package imports no TensorFlow (`seq2seq_keras.model`
+registers the objects whenever it is imported): `seq2seq_keras.lite`, the on-device runtime,
+runs where TensorFlow is not installed.
 """
 
 import sys
 
 __version__ = "0.1.0"
 
-# `python -m seq2seq_keras` imports this package while Python still looks for the command's
-# module (`sys.argv[0]` is then "-m"): TensorFlow stays unimported until the command line has
-# chosen how loud its C++ start-up logs may be. The CLI imports the model itself.
-if sys.argv[:1] != ["-m"]:
+# Keras (and so TensorFlow) already loaded costs nothing more. Otherwise TensorFlow stays
+# unimported: for the LiteRT runtime, and for `python -m seq2seq_keras`, whose command line
+# first chooses how loud TensorFlow's C++ start-up logs may be and then imports the model.
+if "keras" in sys.modules:
     from seq2seq_keras import model as _model  # noqa: F401  (registers the Keras objects)

@@ -26,6 +26,11 @@ from seq2seq_keras.config import (
     check_temperature,
 )
 
+from seq2seq_keras.lite.runtime_files import QUANTIZATIONS
+
+# The export formats: a SavedModel for TensorFlow Serving, LiteRT for devices.
+EXPORT_FORMATS = ("savedmodel", "litert")
+
 # TensorFlow's C++ log level without --verbose: 3 keeps its start-up chatter (CUDA stubs on a
 # machine without a GPU, oneDNN notices) out of the terminal. Set before TensorFlow is imported.
 QUIET_TENSORFLOW_LOG_LEVEL = "3"
@@ -195,9 +200,10 @@ def add_export(commands) -> None:
     """Add the `export` command: a SavedModel in TF Serving's layout."""
     export = commands.add_parser(
         "export",
-        help="write a string-in/string-out SavedModel for TensorFlow Serving",
+        help="write a string-in/string-out SavedModel for TensorFlow Serving, or a LiteRT model",
         description="Export a trained model as a SavedModel that takes sentences and returns "
-        "translations, to EXPORT_DIR/NAME/<next version>/ (TensorFlow Serving's layout).",
+        "translations, to EXPORT_DIR/NAME/<next version>/ (TensorFlow Serving's layout), or "
+        "with --format litert for devices, to EXPORT_DIR/NAME/litert/<next version>/.",
     )
     add_model_dir(export)
     export.add_argument("--name", required=True,
@@ -205,6 +211,15 @@ def add_export(commands) -> None:
                         "e.g. translator (not the name of a training model directory there)")
     export.add_argument("--export-dir", default=DEFAULT_EXPORT_ROOT,
                         help=f"root of the exported models (default: {DEFAULT_EXPORT_ROOT})")
+    export.add_argument("--format", default="savedmodel", choices=EXPORT_FORMATS,
+                        help="savedmodel: strings in and out, for TensorFlow Serving (NAME/<n>/); "
+                        "litert: the encoder and the decoder step as a LiteRT flatbuffer with "
+                        "the vocabularies, for seq2seq_keras.lite.LiteTranslator, which runs "
+                        "without TensorFlow (NAME/litert/<n>/) (default: savedmodel)")
+    export.add_argument("--quantize", default="none", choices=QUANTIZATIONS,
+                        help="with --format litert: int8 stores the weights as int8 "
+                        "(dynamic-range quantization, about a quarter of the size) "
+                        "(default: none)")
 
 
 def add_plot(commands) -> None:
@@ -322,6 +337,15 @@ def run_export(args: argparse.Namespace) -> None:
 
     check_name(args.name)  # before the seconds spent loading the model
     trained = load_trained_model(args.model_dir)
+    if args.format == "litert":
+        from seq2seq_keras.lite.export import export_litert
+        from seq2seq_keras.lite.runtime_files import MODEL_FILENAME
+
+        version_dir = export_litert(trained, args.name, args.export_dir, args.quantize)
+        megabytes = (version_dir / MODEL_FILENAME).stat().st_size / 1e6
+        print(f"exported to {version_dir} (LiteRT, {MODEL_FILENAME} {megabytes:.1f} MB, "
+              f"weights {'int8' if args.quantize == 'int8' else 'float32'})")
+        return
     version_dir = export_saved_model(trained, args.name, args.export_dir)
     names = signature_names(trained.config.attention != "none")
     print(f"exported to {version_dir} (signatures: {', '.join(names)})")
@@ -378,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "translate" and args.sample and args.beam > 1:
         parser.error("translate --sample draws tokens instead of searching: drop --beam")
+    if args.command == "export" and args.quantize != "none" and args.format != "litert":
+        parser.error("--quantize applies to --format litert only")
     if not args.tensorflow_logs:
         import_tensorflow_quietly()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

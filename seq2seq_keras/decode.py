@@ -30,6 +30,7 @@ still runs on a CPU server.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, NamedTuple
 
 import keras
@@ -140,30 +141,40 @@ def step_cell(layer, inputs, states):
     return outputs, list(states)
 
 
-def run_cells(layer, vectors, source_mask, keep_outputs: bool):
+def run_cells(layer, vectors, source_mask, keep_outputs: bool, list_free: bool = False):
     """Run an encoder RNN layer by stepping its trained cell(s) (the graph path).
 
     Same results as `call_rnn_layer` on the real positions, without cuDNN-only kernels.
+    `list_free` is for the LiteRT export (see `run_cell`).
     """
     vectors = tf.transpose(vectors, [1, 0, 2])  # (source_len, batch, features)
     is_real = tf.transpose(source_mask)  # (source_len, batch)
     if isinstance(layer, keras.layers.Bidirectional):
         forward, forward_states = run_cell(
-            layer.forward_layer.cell, vectors, is_real, False, keep_outputs
+            layer.forward_layer.cell, vectors, is_real, False, keep_outputs, list_free
         )
         backward, backward_states = run_cell(
-            layer.backward_layer.cell, vectors, is_real, True, keep_outputs
+            layer.backward_layer.cell, vectors, is_real, True, keep_outputs, list_free
         )
         outputs = tf.concat([forward, backward], axis=-1) if keep_outputs else None
         states = [tf.concat(pair, axis=-1) for pair in zip(forward_states, backward_states)]
     else:
-        outputs, states = run_cell(layer.cell, vectors, is_real, layer.go_backwards, keep_outputs)
+        outputs, states = run_cell(
+            layer.cell, vectors, is_real, layer.go_backwards, keep_outputs, list_free
+        )
     if outputs is not None:
         outputs = tf.transpose(outputs, [1, 0, 2])  # (batch, source_len, units)
     return outputs, states
 
 
-def run_cell(cell, vectors: tf.Tensor, is_real: tf.Tensor, backwards: bool, keep_outputs: bool):
+def run_cell(
+    cell,
+    vectors: tf.Tensor,
+    is_real: tf.Tensor,
+    backwards: bool,
+    keep_outputs: bool,
+    list_free: bool = False,
+):
     """Run an RNN cell over a masked time-major sequence, as Keras' masked RNN layer does.
 
     Args:
@@ -172,6 +183,10 @@ def run_cell(cell, vectors: tf.Tensor, is_real: tf.Tensor, backwards: bool, keep
       is_real: `(steps, batch)` bool, False on padding, where the states stay unchanged.
       backwards: read the sequence last step first (Keras' `go_backwards`, padding first).
       keep_outputs: also return the per-step outputs.
+      list_free: collect the outputs in a tensor rewritten at every step instead of a
+        `TensorArray`. LiteRT's converter cannot lower a `TensorArray` whose element shape
+        has an unknown batch ("TensorListReserve requires element_shape to be static"); the
+        rewrite costs O(steps²) memory traffic, so only the LiteRT export uses it.
     Returns:
       The outputs `(steps, batch, units)` in the input's order (0 on padding), or None, and
       the final states (`[h, c]` for an LSTM, `[h]` for a GRU).
@@ -182,14 +197,25 @@ def run_cell(cell, vectors: tf.Tensor, is_real: tf.Tensor, backwards: bool, keep
     # Under mixed precision the cell computes in bfloat16 or float16; so do its states.
     dtype = cell.compute_dtype
     states = tuple(tf.zeros([batch_size, cell.units], dtype) for _ in range(num_states(cell)))
-    outputs = tf.TensorArray(dtype, size=steps, element_shape=tf.TensorShape([None, cell.units]))
+    if list_free:
+        outputs = tf.zeros([steps, batch_size, cell.units], dtype)
+        positions = tf.range(steps)[:, None, None]
+
+        def write(outputs, t, output):
+            return tf.where(tf.equal(positions, t), output[None], outputs)
+
+        stack = lambda outputs: outputs  # noqa: E731
+    else:
+        outputs = tf.TensorArray(dtype, size=steps, element_shape=[None, cell.units])
+        write = lambda outputs, t, output: outputs.write(t, output)  # noqa: E731
+        stack = lambda outputs: outputs.stack()  # noqa: E731
 
     def one_token(t, states, outputs):
         output, new_states = cell(vectors[t], list(states), training=False)
         real = is_real[t][:, None]
         states = tuple(tf.where(real, new, old) for new, old in zip(new_states, states))
         if keep_outputs:
-            outputs = outputs.write(t, tf.where(real, output, tf.zeros_like(output)))
+            outputs = write(outputs, t, tf.where(real, output, tf.zeros_like(output)))
         return t + 1, states, outputs
 
     _, states, outputs = tf.while_loop(
@@ -197,12 +223,14 @@ def run_cell(cell, vectors: tf.Tensor, is_real: tf.Tensor, backwards: bool, keep
     )
     if not keep_outputs:
         return None, list(states)
-    outputs = outputs.stack()  # (steps, batch, units)
+    outputs = stack(outputs)  # (steps, batch, units)
     return (tf.reverse(outputs, [0]) if backwards else outputs), list(states)
 
 
 KERAS_LAYERS = RNNRunner(call_rnn_layer, call_rnn_layer_one_step)
 CELLS = RNNRunner(run_cells, step_cell)
+# The cells again, with no `TensorArray` in the graph: what LiteRT's built-in ops can run.
+LITE_CELLS = RNNRunner(functools.partial(run_cells, list_free=True), step_cell)
 
 
 # === The teaching path: Keras inference models ===

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import tensorflow as tf
 
@@ -76,6 +77,16 @@ def export_saved_model(
     Raises:
       ExportError: a bad name, or `export_root/name` is a training model directory.
     """
+    base = export_base(export_root, name)
+    module = TranslatorModule.from_trained(trained)
+    return write_version(
+        base,
+        lambda staging: tf.saved_model.save(module, str(staging), signatures=signatures(module)),
+    )
+
+
+def export_base(export_root: str | os.PathLike, name: str) -> Path:
+    """`export_root/name`, created, after checking the name and that it is no model directory."""
     base = Path(export_root) / check_name(name)
     if (base / MODEL_FILENAME).exists() or (base / CONFIG_FILENAME).exists():
         raise ExportError(
@@ -83,11 +94,18 @@ def export_saved_model(
             f"replace it and its versions. Choose another --name or --export-dir."
         )
     base.mkdir(parents=True, exist_ok=True)
-    module = TranslatorModule.from_trained(trained)
-    # Staged under base as ".export.tmp-…": not a number, so Serving never loads it.
+    return base
+
+
+def write_version(base: Path, write: Callable[[Path], None]) -> Path:
+    """Let `write` fill a staging directory, then publish it as the next version under `base`.
+
+    Staged under `base` as ".export.tmp-…": not a number, so Serving never loads it, and a
+    failed or interrupted export leaves no version behind.
+    """
     staging = staging_directory(base / "export")
     try:
-        tf.saved_model.save(module, str(staging), signatures=signatures(module))
+        write(staging)
         return publish_version(staging, base)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from seq2seq_keras import search
 from seq2seq_keras.config import check_beam_width
-from seq2seq_keras.decode import CELLS, State, decoder_step, encode
+from seq2seq_keras.decode import CELLS, RNNRunner, State, decoder_step, encode
 from seq2seq_keras.model import ModelLayers
 from seq2seq_keras.text import END_ID, START_ID
 
@@ -37,6 +37,8 @@ class GraphDecoder(tf.Module):
         sentence of n source tokens after `floor(length_factor * n) + length_offset` tokens
         (`search.decode_length_caps`, see `max_lengths`), so that a confused model stops
         early instead of repeating itself up to `max_length`.
+      runner: how the recurrent layers run (`decode.CELLS`; the LiteRT export passes
+        `decode.LITE_CELLS`).
     Example:
       >>> decoder = GraphDecoder(trained.training_model, config.max_decode_length)
       >>> decoder.greedy(tf.constant([[12, 7, 4]], tf.int64)).token_ids
@@ -49,10 +51,12 @@ class GraphDecoder(tf.Module):
         vocabulary_size: int | None = None,
         length_factor: float | None = None,
         length_offset: int = 0,
+        runner: RNNRunner = CELLS,
         name: str = "graph_decoder",
     ):
         super().__init__(name=name)
         self.layers = ModelLayers.find(training_model)
+        self.runner = runner
         self.max_length = max_length
         self.vocabulary_size = vocabulary_size
         self.length_factor = length_factor
@@ -106,7 +110,7 @@ class GraphDecoder(tf.Module):
         # weight 0; a row of only padding gets a zero context either way).
         missing = tf.maximum(1 - tf.shape(source_ids)[1], 0)
         source_ids = tf.pad(source_ids, [[0, 0], [0, missing]])
-        states, memory = encode(self.layers, source_ids, CELLS)
+        states, memory = encode(self.layers, source_ids, self.runner)
         return (*states, *memory)
 
     def step(self, token_ids: tf.Tensor, state: State) -> tuple[tf.Tensor, State]:
@@ -119,7 +123,7 @@ class GraphDecoder(tf.Module):
         num_rnn_states = len(self.layers.decoder_rnns) * self.layers.states_per_layer
         rnn_states, memory = state[:num_rnn_states], state[num_rnn_states:]
         probabilities, new_states, weights = decoder_step(
-            self.layers, token_ids, rnn_states, memory, CELLS
+            self.layers, token_ids, rnn_states, memory, self.runner
         )
         # The dense layer ends in a softmax: log turns its probabilities into log-probabilities.
         log_probs = tf.math.log(tf.cast(probabilities, tf.float32))

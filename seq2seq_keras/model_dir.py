@@ -26,6 +26,7 @@ import keras
 from seq2seq_keras import model as model_lib  # noqa: F401  (registers the custom metric)
 from seq2seq_keras import storage
 from seq2seq_keras.config import CONFIG_FILENAME, Seq2SeqConfig
+from seq2seq_keras.tokens import read_vocabulary, write_vocabulary
 
 MODEL_FILENAME = "model.keras"
 SOURCE_VOCABULARY_FILENAME = "source_vocabulary.txt"
@@ -46,16 +47,6 @@ class TrainedModel:
     training_model: keras.Model
     source_vocabulary: list[str]
     target_vocabulary: list[str]
-
-
-def write_vocabulary(path: Path, vocabulary: list[str]) -> None:
-    """One token per line. Tokens never hold whitespace (standardize splits on it)."""
-    path.write_text("\n".join(vocabulary) + "\n", encoding="utf-8")
-
-
-def read_vocabulary(path: Path) -> list[str]:
-    """Read a vocabulary written by `write_vocabulary`; the first line is the empty pad token."""
-    return path.read_text(encoding="utf-8").split("\n")[:-1]
 
 
 def write_model_files(directory: Path, trained: TrainedModel) -> None:

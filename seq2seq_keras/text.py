@@ -21,19 +21,21 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 
 
-# Special tokens. TextVectorization always puts the padding token "" at id 0 and "[UNK]" at
-# id 1; we put the decoder's start and end markers right after them in the target vocabulary.
-PAD_TOKEN, UNK_TOKEN, START_TOKEN, END_TOKEN = "", "[UNK]", "[START]", "[END]"
-PAD_ID, UNK_ID, START_ID, END_ID = 0, 1, 2, 3
-
-# Punctuation that becomes a token of its own; the rest of the punctuation is dropped.
-PUNCTUATION = ".?!,¿¡;:"
-# Marks written without a space before them ("hola ." → "hola.") or after them ("¿ qué" → "¿qué").
-CLOSING_PUNCTUATION = ".?!,;:"
-OPENING_PUNCTUATION = "¿¡"
-assert set(CLOSING_PUNCTUATION + OPENING_PUNCTUATION) == set(PUNCTUATION)
-# U+FFFD REPLACEMENT CHARACTER stands for each invalid UTF-8 byte; `standardize` drops it.
-REPLACEMENT_CHARACTER = 0xFFFD
+from seq2seq_keras.tokens import (  # noqa: F401  (the ids are part of this module's API)
+    APOSTROPHES,
+    CLOSING_PUNCTUATION,
+    END_ID,
+    END_TOKEN,
+    OPENING_PUNCTUATION,
+    PAD_ID,
+    PAD_TOKEN,
+    PUNCTUATION,
+    REPLACEMENT_CHARACTER,
+    START_ID,
+    START_TOKEN,
+    UNK_ID,
+    UNK_TOKEN,
+)
 
 
 # --- 1. Standardization --------------------------------------------------------------------
@@ -60,8 +62,10 @@ def standardize(text: tf.Tensor) -> tf.Tensor:
     the exported SavedModel graph, and in a reloaded `TextVectorization`.
     """
     text = tf_text.normalize_utf8(text, "NFKC")
+    # Unicode lowercasing reads a C string: it would end the text at a NUL character.
+    text = tf.strings.regex_replace(text, r"\x00", " ")
     text = tf.strings.lower(text, encoding="utf-8")
-    text = tf.strings.regex_replace(text, "[’‘`´]", "'")
+    text = tf.strings.regex_replace(text, f"[{APOSTROPHES}]", "'")
     text = tf.strings.regex_replace(text, f"[^\\pL\\pM\\pN\\s'\\-{PUNCTUATION}]", " ")
     text = tf.strings.regex_replace(text, f"([{PUNCTUATION}])", r" \1 ")
     text = tf.strings.regex_replace(text, r"\s+", " ")

@@ -33,26 +33,21 @@ import tensorflow_text as tf_text
 from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_lib as learner
 
 from seq2seq_keras.config import Seq2SeqConfig
-from seq2seq_keras.text import (
-    END_ID,
+from seq2seq_keras.text import build_vocabulary, content_ids, detokenize, make_vectorizer
+from seq2seq_keras.tokens import (
+    APOSTROPHES,
     END_TOKEN,
+    MAX_BYTES_PER_WORD,
     PAD_TOKEN,
     REPLACEMENT_CHARACTER,
-    START_ID,
     START_TOKEN,
+    SUFFIX_INDICATOR,
     UNK_ID,
     UNK_TOKEN,
-    build_vocabulary,
-    content_ids,
-    detokenize,
-    make_vectorizer,
+    alphabet,
+    has_markers,
+    matchable_vocabulary,
 )
-
-# WordPiece marks a piece that continues a word ("Z ##b ##ign") with this prefix.
-SUFFIX_INDICATOR = "##"
-# Prefixed to the markers in the tokenizer's vocabulary so that no text matches them: a control
-# character, which `normalize_cased` turns into a space (not NUL, which ends a C string).
-UNMATCHABLE_PREFIX = "\x01"
 # The learner searches for a frequency threshold that fills the vocabulary budget; a floor of 1
 # (any word seen in training may become a piece) lets it use the whole budget. With its default
 # floor of 10, spa-eng's English got 6,421 pieces of a 10,000 budget, and longer sequences.
@@ -98,7 +93,7 @@ def normalize_cased(sentences: tf.Tensor) -> tf.Tensor:
     lowercased or split: WordPiece learns case and attached punctuation as pieces.
     """
     text = tf_text.normalize_utf8(sentences, "NFKC")
-    text = tf.strings.regex_replace(text, "[’‘`´]", "'")
+    text = tf.strings.regex_replace(text, f"[{APOSTROPHES}]", "'")
     text = tf.strings.regex_replace(text, chr(REPLACEMENT_CHARACTER), "")
     return single_spaced(tf.strings.regex_replace(text, r"[\p{Cc}\p{Cf}]", " "))
 
@@ -106,16 +101,6 @@ def normalize_cased(sentences: tf.Tensor) -> tf.Tensor:
 def single_spaced(text: tf.Tensor) -> tf.Tensor:
     """Runs of whitespace as one space, none at either end: the spacing tokens stand for."""
     return tf.strings.strip(tf.strings.regex_replace(text, r"\s+", " "))
-
-
-def alphabet(vocabulary: list[str]) -> list[str]:
-    """The characters a vocabulary can spell: its one-character pieces, with or without `##`.
-
-    The WordPiece learner adds every character of the training words (both forms), so any word
-    written in this alphabet is tokenized into pieces, never into `[UNK]`.
-    """
-    characters = {piece.removeprefix(SUFFIX_INDICATOR) for piece in vocabulary}
-    return sorted(character for character in characters if len(character) == 1)
 
 
 def character_class(characters: list[str]) -> str:
@@ -143,17 +128,6 @@ def fold_unseen_characters(sentences: tf.Tensor, known: str) -> tf.Tensor:
 # --- WordPiece: the tokenizer --------------------------------------------------------------------
 
 
-def matchable_vocabulary(vocabulary: list[str]) -> list[str]:
-    """The vocabulary as `FastWordpieceTokenizer` sees it: markers made unmatchable.
-
-    A user who types "[END]" or "[START]" must get words, not the decoder's markers, and the
-    padding token "" is not a piece. Each marker keeps its id but becomes a string that
-    `normalize_cased` can never produce (control characters are turned into spaces).
-    """
-    markers = {PAD_TOKEN, START_TOKEN, END_TOKEN}
-    return [UNMATCHABLE_PREFIX + piece if piece in markers else piece for piece in vocabulary]
-
-
 class WordPieceTokenizer(tf.Module):
     """Case-kept WordPiece tokens: text ↔ ids, with detokenization that rebuilds the text.
 
@@ -166,12 +140,13 @@ class WordPieceTokenizer(tf.Module):
         super().__init__(name="wordpiece_tokenizer")
         self.vocabulary = tf.constant(vocabulary, tf.string)
         # A target vocabulary holds the decoder's markers; a source vocabulary does not.
-        self.has_markers = vocabulary[START_ID : END_ID + 1] == [START_TOKEN, END_TOKEN]
+        self.has_markers = has_markers(vocabulary)
         self.known_characters = character_class(alphabet(vocabulary))
         self.wordpiece = tf_text.FastWordpieceTokenizer(
             matchable_vocabulary(vocabulary),
             suffix_indicator=SUFFIX_INDICATOR,
             unknown_token=UNK_TOKEN,
+            max_bytes_per_word=MAX_BYTES_PER_WORD,
             no_pretokenization=True,
             support_detokenization=True,
             token_out_type=tf.int64,

@@ -42,9 +42,11 @@ from seq2seq_keras.config import (
     check_temperature,
 )
 from seq2seq_keras.graph_decoder import GraphDecoder
+from seq2seq_keras.model import float32_model
 from seq2seq_keras.search import DEFAULT_LENGTH_ALPHA, SearchResult
 from seq2seq_keras.text import PAD_ID, repair_utf8
 from seq2seq_keras.tokenizers import make_tokenizer
+from seq2seq_keras.tokens import as_utf8_list, utf8_bytes  # noqa: F401  (part of this API)
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +63,9 @@ class TranslatorModule(tf.Module):
     """Strings in, strings out, as a `tf.Module` that `tf.saved_model.save` writes completely.
 
     It holds the source and target tokenizers (`config.tokenizer`'s kind, over the model's
-    vocabularies) and a `graph_decoder.GraphDecoder` over the trained layers (shared, not copied); every entry point is a `tf.function` with a fixed
-    input signature.
+    vocabularies) and a `graph_decoder.GraphDecoder` over the trained layers: shared with a
+    float32 model, copied at float32 from a mixed-precision one (`model.float32_model`). Every
+    entry point is a `tf.function` with a fixed input signature.
 
     Args:
       config: the model's config (lengths of sources and translations).
@@ -87,7 +90,7 @@ class TranslatorModule(tf.Module):
         self.source_tokenizer = make_tokenizer(config.tokenizer, source_vocabulary)
         self.target_tokenizer = make_tokenizer(config.tokenizer, target_vocabulary)
         self.decoder = GraphDecoder(
-            training_model,
+            float32_model(training_model, config),  # decoding's precision (docs/serving.md)
             config.max_decode_length,
             vocabulary_size=len(target_vocabulary),
             length_factor=config.decode_length_factor,
@@ -265,35 +268,6 @@ class Translator:
                 "%d sentence(s) longer than %d tokens were truncated before translating.",
                 too_long, self.config.max_source_length,
             )
-
-
-def as_utf8_list(sentences: Iterable[str | bytes]) -> list[bytes]:
-    """`sentences` as UTF-8 bytes, or a `TypeError` that names the first item that is not text.
-
-    A `str` holding lone surrogates (what Python makes of undecodable bytes on standard input
-    or in `sys.argv`) gets its original bytes back, so they are repaired like any invalid UTF-8.
-    """
-    if isinstance(sentences, (str, bytes)):
-        raise TypeError("translate() takes a list of sentences, not one string: use [sentence].")
-    encoded = []
-    for position, sentence in enumerate(sentences):
-        if isinstance(sentence, str):
-            sentence = utf8_bytes(sentence)
-        elif not isinstance(sentence, bytes):
-            raise TypeError(
-                f"sentence {position} is a {type(sentence).__name__}, not a str: "
-                "translate() takes text only."
-            )
-        encoded.append(sentence)
-    return encoded
-
-
-def utf8_bytes(text: str) -> bytes:
-    """`text` as UTF-8; lone surrogates become the invalid bytes they stand for."""
-    try:
-        return text.encode("utf-8", errors="surrogateescape")  # undecodable input bytes
-    except UnicodeEncodeError:
-        return text.encode("utf-8", errors="surrogatepass")  # other lone surrogates
 
 
 def as_utf8_tensor(sentences: Iterable[str | bytes]) -> tf.Tensor:

@@ -55,6 +55,7 @@ TINY_PAIRS = [
 
 # A model small enough to train an epoch of 1,500 pairs in about a second.
 SMALL = Seq2SeqConfig(
+    tokenizer="word",
     max_pairs=1500, source_vocab_size=200, target_vocab_size=200, embedding_dim=16, units=32,
     batch_size=32, epochs=2, max_train_seconds=0, precision="float32", seed=11,
 )
@@ -68,9 +69,32 @@ def spa_eng_path() -> Path:
     return path
 
 
+# The default config, with WordPiece named (the vocabularies the real data gets).
+WORDPIECE = Seq2SeqConfig(tokenizer="wordpiece")
+
+
+@pytest.fixture(scope="session")
+def splits(spa_eng_path) -> data_lib.Splits:
+    """The spa-eng pairs, split as training splits them."""
+    return data_lib.split_pairs(data_lib.read_pairs(spa_eng_path).pairs)
+
+
+@pytest.fixture(scope="session")
+def learned(splits) -> tuple[tokenizers.WordPieceTokenizer, tokenizers.WordPieceTokenizer]:
+    """Source and target WordPiece tokenizers learned from the whole spa-eng training split."""
+    source_vocabulary, target_vocabulary = tokenizers.build_vocabularies(splits.train, WORDPIECE)
+    assert source_vocabulary[:2] == ["", "[UNK]"]
+    assert target_vocabulary[:4] == ["", "[UNK]", "[START]", "[END]"]
+    assert len(source_vocabulary) <= WORDPIECE.source_vocab_size
+    assert len(target_vocabulary) <= WORDPIECE.target_vocab_size
+    return (tokenizers.WordPieceTokenizer(source_vocabulary),
+            tokenizers.WordPieceTokenizer(target_vocabulary))
+
+
 @pytest.fixture(scope="session")
 def tiny_config() -> Seq2SeqConfig:
     return Seq2SeqConfig(
+        tokenizer="word",
         source_vocab_size=64,
         target_vocab_size=64,
         embedding_dim=16,

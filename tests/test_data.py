@@ -112,7 +112,8 @@ def test_references_by_source_collects_every_translation():
 
 def test_vectorize_pairs_wraps_targets_and_drops_empty_and_too_long():
     config = Seq2SeqConfig(
-        max_source_length=4, max_target_length=5, source_vocab_size=20, target_vocab_size=20
+        tokenizer="word", max_source_length=4, max_target_length=5, source_vocab_size=20,
+        target_vocab_size=20,
     )
     pairs = [("a b", "x y"), ("😀", "x"), ("a", "x y z w"), ("a b c d e", "x")]
     tokens = data_lib.vectorize_pairs(pairs, *tokenizers.build_vocabularies(pairs, config), config)

@@ -26,7 +26,7 @@ PAIRS_TO_DROP = [
     ("One.", "uno dos tres cuatro cinco seis siete ocho nueve diez once doce trece"),
 ]
 CORPUS_CONFIG = Seq2SeqConfig(
-    batch_size=64, max_source_length=12, max_target_length=14, seed=3
+    tokenizer="word", batch_size=64, max_source_length=12, max_target_length=14, seed=3
 )
 
 
@@ -111,7 +111,8 @@ def test_dataset_is_teacher_forced_right_padded_and_covers_every_pair(tiny_confi
 
 
 def test_batches_are_grouped_by_length(spa_eng_path):
-    config = Seq2SeqConfig(batch_size=64, source_vocab_size=2000, target_vocab_size=2000)
+    config = Seq2SeqConfig(tokenizer="word", batch_size=64, source_vocab_size=2000,
+                           target_vocab_size=2000)
     pairs = data_lib.read_pairs(spa_eng_path, max_pairs=20000).pairs[::3]
     streamed = text_pairs(pairs, tokenizers.build_vocabularies(pairs, config), config)
     real = padding = 0

@@ -5,35 +5,15 @@ import random
 import pytest
 import tensorflow as tf
 
-from seq2seq_keras import data as data_lib
 from seq2seq_keras import tokenizers
-from seq2seq_keras.config import Seq2SeqConfig
 from seq2seq_keras.text import END_ID, PAD_ID, START_ID, UNK_ID
 
 from conftest import TINY_PAIRS
 
-WORDPIECE = Seq2SeqConfig(tokenizer="wordpiece")
 
 
 def texts(tensor: tf.Tensor) -> list[str]:
     return [text.decode("utf-8") for text in tensor.numpy()]
-
-
-@pytest.fixture(scope="module")
-def splits(spa_eng_path) -> data_lib.Splits:
-    return data_lib.split_pairs(data_lib.read_pairs(spa_eng_path).pairs)
-
-
-@pytest.fixture(scope="module")
-def learned(splits) -> tuple[tokenizers.WordPieceTokenizer, tokenizers.WordPieceTokenizer]:
-    """Source and target WordPiece tokenizers learned from the whole spa-eng training split."""
-    source_vocabulary, target_vocabulary = tokenizers.build_vocabularies(splits.train, WORDPIECE)
-    assert source_vocabulary[:2] == ["", "[UNK]"]
-    assert target_vocabulary[:4] == ["", "[UNK]", "[START]", "[END]"]
-    assert len(source_vocabulary) <= WORDPIECE.source_vocab_size
-    assert len(target_vocabulary) <= WORDPIECE.target_vocab_size
-    return (tokenizers.WordPieceTokenizer(source_vocabulary),
-            tokenizers.WordPieceTokenizer(target_vocabulary))
 
 
 @pytest.mark.parametrize("side", [0, 1], ids=["english", "spanish"])

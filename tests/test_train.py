@@ -343,7 +343,7 @@ print("RESULT " + json.dumps(three_steps(train_lib.distribute.make_strategy("def
 import dataclasses, json
 strategy = train_lib.distribute.make_strategy("multiworker")
 print("RESULT " + json.dumps(three_steps(strategy)), flush=True)
-small = Seq2SeqConfig(max_pairs=600, source_vocab_size=100, target_vocab_size=100,
+small = Seq2SeqConfig(tokenizer="word", max_pairs=600, source_vocab_size=100, target_vocab_size=100,
                       embedding_dim=8, units=16, epochs=1, max_train_seconds=0, precision="float32")
 result = train_lib.train(small, {str(tmp_path / "model")!r}, data={str(spa_eng_path)!r},
                          verbose=0, strategy=strategy)
