@@ -27,7 +27,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
+# The project root in place of this folder, whose litert.py would shadow the `litert` module
+# TensorFlow imports.
+sys.path[0] = str(PROJECT_ROOT)
 
 from seq2seq_keras import compare, evaluate, plots  # noqa: E402
 from seq2seq_keras import data as data_lib  # noqa: E402

@@ -32,8 +32,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# In place of this script's folder: its name, litert.py, would shadow TensorFlow's own import
-# of the `litert` package.
+# The project root in place of this folder: this file's name would shadow the `litert` module
+# TensorFlow imports.
 sys.path[0] = str(PROJECT_ROOT)
 
 import numpy as np  # noqa: E402

@@ -29,7 +29,9 @@ import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The project root in place of this folder, whose litert.py would shadow the `litert` module
+# TensorFlow imports.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from seq2seq_keras import data as data_lib  # noqa: E402
 from seq2seq_keras.config import TOKENIZERS, Seq2SeqConfig  # noqa: E402

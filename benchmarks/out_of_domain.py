@@ -34,7 +34,9 @@ from pathlib import Path
 from typing import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The project root in place of this folder, whose litert.py would shadow the `litert` module
+# TensorFlow imports.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from seq2seq_keras import compare, evaluate  # noqa: E402
 from seq2seq_keras.model_dir import load_trained_model  # noqa: E402

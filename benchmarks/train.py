@@ -46,7 +46,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The project root in place of this folder, whose litert.py would shadow the `litert` module
+# TensorFlow imports.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 # Importing TensorFlow does not start its runtime: a child can still size its thread pools.
 import keras  # noqa: E402

@@ -35,13 +35,22 @@ from seq2seq_keras.tokens import PAD_ID, as_utf8_list, read_vocabulary
 
 logger = logging.getLogger(__name__)
 
+# The most threads used without `num_threads`: a decoder step's matrices are small, and more
+# threads than that mostly add synchronization.
+MAX_DEFAULT_THREADS = 4
+
 
 class LiteTranslator:
     """Sentences in, translations out, from `saved_models/NAME/litert/<version>/`.
 
     Args:
       path: the version directory `export --format litert` wrote.
-      num_threads: threads of the LiteRT CPU kernels (None: LiteRT's default).
+      num_threads: threads of the LiteRT CPU kernels; None uses every core, up to
+        `MAX_DEFAULT_THREADS`. (LiteRT's own default, one thread, leaves the other cores idle
+        during a decoder step.)
+
+    A LiteRT interpreter is not safe to call from several threads at once: give each thread
+    its own `LiteTranslator` (they are cheap: the flatbuffer is memory-mapped).
     Example:
       >>> translator = LiteTranslator("saved_models/translator/litert/1")
       >>> translator.translate(["Thank you."], beam_width=4)  # ["Gracias."]
@@ -57,6 +66,8 @@ class LiteTranslator:
                 "that `python -m seq2seq_keras export --format litert` printed."
             )
         self.spec = RuntimeSpec.load(directory)
+        if num_threads is None:
+            num_threads = min(os.cpu_count() or 1, MAX_DEFAULT_THREADS)
         self.interpreter = Interpreter(
             model_path=str(directory / MODEL_FILENAME), num_threads=num_threads
         )
