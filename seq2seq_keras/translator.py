@@ -46,7 +46,7 @@ from seq2seq_keras.model import float32_model
 from seq2seq_keras.search import DEFAULT_LENGTH_ALPHA, SearchResult
 from seq2seq_keras.text import PAD_ID, repair_utf8
 from seq2seq_keras.tokenizers import make_tokenizer
-from seq2seq_keras.tokens import as_utf8_list, utf8_bytes  # noqa: F401  (part of this API)
+from seq2seq_keras.tokens import as_utf8_list
 
 logger = logging.getLogger(__name__)
 
