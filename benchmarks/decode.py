@@ -11,8 +11,12 @@ range of source lengths, in test-split order), after one untimed warm-up pass, i
 3. graph greedy at batch 1 and 64, graph beam 4 at batch 64 (`decode.GraphDecoder`);
 4. the exported SavedModel, reloaded, strings in and out, greedy and beam 4 at batch 64;
 
-then the latency of a one-sentence SavedModel call (p50/p95), and the greedy decoder's achieved
-GFLOP/s next to a 2048x2048 float32 matmul's measured in the same run. The graph decoder's
+then the latency of one sentence per call (p50/p95) for greedy and beam 4, through the graph
+decoder (ids in and out) and through the SavedModel (strings in and out). Every row also shows
+the fraction of a 2048x2048 float32 matmul's GFLOP/s, measured in the same run, that its
+decoder reaches: the FLOPs counted are the matmuls of the LSTM steps and the output projection
+that it executed (each search's stepped rows are counted, so work on finished sentences would
+count too). The graph decoder's
 tokens must equal the stepwise decoder's at the same batch size, and the SavedModel's text the
 graph decoder's (the exit status is 1 otherwise); against the classic loop, which runs the
 models through `predict`, it counts the sentences whose tokens differ by rounding. Ratios are against the classic row; the stepwise
@@ -129,6 +133,59 @@ def pad_rows(rows: list[list[int]]) -> np.ndarray:
     return np.array([row + [PAD_ID] * (width - len(row)) for row in rows], np.int64)
 
 
+class FlopCounter:
+    """The matmul FLOPs a decoder executes: encoder steps and decoder steps, per row stepped.
+
+    Counts the LSTM's and the output projection's multiply-adds (2 FLOPs each); attention,
+    the embeddings and the elementwise work are left out, so a ratio is a lower bound.
+    """
+
+    def __init__(self, config, decoder: GraphDecoder):
+        units, embedding = config.units, config.embedding_dim
+        self.lstm_step = 2 * 4 * units * (embedding + units)
+        self.decoder_step = self.lstm_step + 2 * units * config.target_vocab_size
+        self.decoder = decoder
+
+    def encoder(self, ids: np.ndarray) -> int:
+        """The encoder steps every position of the padded batch."""
+        return ids.shape[0] * ids.shape[1] * self.lstm_step
+
+    def stepwise(self, ids: np.ndarray, tokens: np.ndarray) -> int:
+        """Every sentence of the batch is stepped until the longest is done."""
+        return self.encoder(ids) + ids.shape[0] * tokens.shape[1] * self.decoder_step
+
+    def graph(self, ids: np.ndarray, beam_width: int = 1) -> int:
+        """The rows a search steps, counted by running it over a counting step."""
+        stepped = tf.Variable(0, dtype=tf.int64)
+
+        def counting_step(token_ids, state):
+            stepped.assign_add(tf.size(token_ids, out_type=tf.int64))
+            return self.decoder.step(token_ids, state)
+
+        @tf.function
+        def run(source_ids):
+            state = self.decoder.encode(source_ids)
+            arguments = (counting_step, state, tf.shape(source_ids)[0], self.decoder.max_length)
+            caps = self.decoder.max_lengths(source_ids)
+            if beam_width == 1:
+                return search.greedy_search(*arguments, max_lengths=caps)
+            return search.beam_search(*arguments, beam_width, max_lengths=caps)
+
+        run(tf.constant(ids))
+        return self.encoder(ids) + int(stepped.numpy()) * self.decoder_step
+
+
+def latency_ms(call, inputs: list, calls: int) -> np.ndarray:
+    """Milliseconds of each of `calls` calls, one input per call (cycling), after a warm-up."""
+    call(inputs[0])
+    times = []
+    for one in (inputs * (1 + calls // len(inputs)))[:calls]:
+        started = time.perf_counter()
+        call(one)
+        times.append((time.perf_counter() - started) * 1000)
+    return np.array(times)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model-dir", default="runs/eng_spa")
@@ -171,19 +228,22 @@ def main(argv=None) -> int:
           f"{len(candidates)} test sentences, {min(lengths)}-{max(lengths)} source tokens "
           f"(mean {np.mean(lengths):.1f}); {os.cpu_count()} CPUs; TF {tf.__version__}")
 
-    rows = []  # (name, batch, sentences, seconds)
+    rows = []  # (name, batch, sentences, seconds, FLOPs executed)
+    count = FlopCounter(config, decoder)
 
     def decode_all(decode_batch):
         return [decode_batch(ids) for ids in all_ids]
 
     # 2. The classic loop and the stepwise decoder, one sentence per call.
     seconds, classic = timed(lambda: [classic_decode(models, ids, max_length) for ids in one_ids])
-    rows.append(("classic (predict per token)", 1, num_sentences, seconds))
+    classic_flops = sum(count.stepwise(ids, out) for ids, out in zip(one_ids, classic))
+    rows.append(("classic (predict per token)", 1, num_sentences, seconds, classic_flops))
     classic_tokens = [row for ids in classic for row in trim(ids)]
     seconds, stepwise_one = timed(
         lambda: [greedy_decode_stepwise(models, ids, max_length, **caps) for ids in one_ids]
     )
-    rows.append(("stepwise (model call per token)", 1, num_sentences, seconds))
+    stepwise_one_flops = sum(count.stepwise(ids, out) for ids, out in zip(one_ids, stepwise_one))
+    rows.append(("stepwise (model call per token)", 1, num_sentences, seconds, stepwise_one_flops))
     graph_one_seconds, graph_one = timed(lambda: [decoder.greedy(ids) for ids in one_ids])
     stepwise_one_tokens = [r for ids in stepwise_one for r in trim(ids)]
     agreement = {  # the same step on the same batches: these must agree exactly
@@ -195,15 +255,20 @@ def main(argv=None) -> int:
     seconds, stepwise = timed(
         lambda: decode_all(lambda ids: greedy_decode_stepwise(models, ids, max_length, **caps))
     )
-    rows.append(("stepwise (model call per token)", args.batch_size, num_sentences, seconds))
+    stepwise_flops = sum(count.stepwise(ids, out) for ids, out in zip(all_ids, stepwise))
+    rows.append(("stepwise (model call per token)", args.batch_size, num_sentences, seconds,
+                 stepwise_flops))
+    greedy_flops = sum(count.graph(ids) for ids in all_ids)
+    beam_flops = sum(count.graph(ids, beam_width=4) for ids in all_ids)
     seconds, greedy = timed(lambda: decode_all(lambda ids: decoder.greedy(ids)))
-    rows.append(("graph greedy", args.batch_size, num_sentences, seconds))
+    rows.append(("graph greedy", args.batch_size, num_sentences, seconds, greedy_flops))
     greedy_seconds, greedy_rate = seconds, num_sentences / seconds
-    rows.append(("graph greedy", 1, num_sentences, graph_one_seconds))
+    rows.append(("graph greedy", 1, num_sentences, graph_one_seconds,
+                 sum(count.graph(ids) for ids in one_ids)))
     beam_width = tf.constant(4)
     alpha = tf.constant(search.DEFAULT_LENGTH_ALPHA)
     seconds, beam = timed(lambda: decode_all(lambda ids: decoder.beam(ids, beam_width, alpha)))
-    rows.append(("graph beam 4", args.batch_size, num_sentences, seconds))
+    rows.append(("graph beam 4", args.batch_size, num_sentences, seconds, beam_flops))
     greedy_tokens = [r for result in greedy for r in trim(result.token_ids.numpy())]
     stepwise_tokens = [r for ids in stepwise for r in trim(ids)]
     agreement["graph batch 64 vs stepwise batch 64"] = greedy_tokens == stepwise_tokens
@@ -212,6 +277,11 @@ def main(argv=None) -> int:
     rounding_checks = {
         "stepwise batch 1 vs classic (predict)": differing_rows(stepwise_one_tokens, classic_tokens),
         f"graph batch {args.batch_size} vs classic batch 1": differing_rows(greedy_tokens, classic_tokens),
+    }
+    latencies = {  # one sentence per call: ids in and out
+        "graph greedy": latency_ms(decoder.greedy, one_ids, args.latency_calls),
+        "graph beam 4": latency_ms(lambda ids: decoder.beam(ids, beam_width, alpha), one_ids,
+                                   args.latency_calls),
     }
 
     # 4. The exported SavedModel, reloaded: strings in, strings out.
@@ -222,18 +292,22 @@ def main(argv=None) -> int:
         serve_beam = served.signatures[BEAM_SIGNATURE]
         text_batches = [tf.constant(batch) for batch in batches(sources, args.batch_size)]
         seconds, served_greedy = timed(lambda: [serve(sentences=b) for b in text_batches])
-        rows.append(("SavedModel greedy (strings)", args.batch_size, num_sentences, seconds))
+        rows.append(("SavedModel greedy (strings)", args.batch_size, num_sentences, seconds,
+                     greedy_flops))
         seconds, served_beam = timed(
             lambda: [serve_beam(sentences=b, beam_width=beam_width) for b in text_batches]
         )
-        rows.append(("SavedModel beam 4 (strings)", args.batch_size, num_sentences, seconds))
-        latencies = []
-        serve(sentences=tf.constant(sources[:1]))  # warm-up
-        for sentence in (sources * (1 + args.latency_calls // len(sources)))[: args.latency_calls]:
-            one = tf.constant([sentence])
-            started = time.perf_counter()
-            serve(sentences=one)["translations"].numpy()
-            latencies.append((time.perf_counter() - started) * 1000)
+        rows.append(("SavedModel beam 4 (strings)", args.batch_size, num_sentences, seconds,
+                     beam_flops))
+        one_texts = [tf.constant([sentence]) for sentence in sources]
+        latencies["SavedModel greedy"] = latency_ms(
+            lambda one: serve(sentences=one)["translations"].numpy(), one_texts,
+            args.latency_calls,
+        )
+        latencies["SavedModel beam 4"] = latency_ms(
+            lambda one: serve_beam(sentences=one, beam_width=beam_width)["translations"].numpy(),
+            one_texts, args.latency_calls,
+        )
     graph_texts = [
         text.decode("utf-8")
         for result in greedy
@@ -241,29 +315,25 @@ def main(argv=None) -> int:
     ]
     served_texts = [t.decode("utf-8") for out in served_greedy for t in out["translations"].numpy()]
     agreement["SavedModel vs graph greedy (text)"] = served_texts == graph_texts
-
-    # 5. FLOPs the greedy batches executed (every row runs until its batch's longest is done).
-    units, embedding = config.units, config.embedding_dim
-    lstm_step = 2 * 4 * units * (embedding + units)
-    decoder_step = lstm_step + 2 * units * config.target_vocab_size
-    flops = sum(
-        ids.shape[0] * (ids.shape[1] * lstm_step + result.token_ids.shape[1] * decoder_step)
-        for ids, result in zip(all_ids, greedy)
-    )
-    decoder_gflops = flops / greedy_seconds / 1e9
     baseline_gflops = matmul_gflops()
 
-    # 6. Report.
+    # 5. Report.
     classic_rate = rows[0][2] / rows[0][3]
     print(f"\n{'decoder':<34}{'batch':>6}{'sentences':>10}{'seconds':>9}{'sent/s':>10}"
-          f"{'x classic':>11}")
-    for name, batch, count, seconds in rows:
-        rate = count / seconds
-        print(f"{name:<34}{batch:>6}{count:>10}{seconds:>9.2f}{rate:>10.1f}"
-              f"{rate / classic_rate:>11.1f}")
-    p50, p95 = np.percentile(latencies, [50, 95])
-    print(f"\nSavedModel, one sentence per call ({len(latencies)} calls): "
-          f"p50 {p50:.1f} ms, p95 {p95:.1f} ms")
+          f"{'x classic':>11}{'of matmul':>11}")
+    for name, batch, count_, seconds, flops in rows:
+        rate = count_ / seconds
+        print(f"{name:<34}{batch:>6}{count_:>10}{seconds:>9.2f}{rate:>10.1f}"
+              f"{rate / classic_rate:>11.1f}{flops / seconds / 1e9 / baseline_gflops:>11.2f}")
+    print(f"\n{'one sentence per call':<34}{'calls':>6}{'p50 ms':>10}{'p95 ms':>9}")
+    for name, times in latencies.items():
+        p50, p95 = np.percentile(times, [50, 95])
+        print(f"{name:<34}{len(times):>6}{p50:>10.2f}{p95:>9.2f}")
+    for name in ("SavedModel greedy", "SavedModel beam 4"):
+        p50, p95 = np.percentile(latencies[name], [50, 95])
+        print(f"{name}, one sentence per call ({len(latencies[name])} calls): "
+              f"p50 {p50:.1f} ms, p95 {p95:.1f} ms")
+    decoder_gflops = greedy_flops / greedy_seconds / 1e9
     print(f"greedy decoder at batch {args.batch_size}: {decoder_gflops:.1f} GFLOP/s executed; "
           f"{MATMUL_SIZE}² float32 matmul: {baseline_gflops:.1f} GFLOP/s "
           f"(ratio {decoder_gflops / baseline_gflops:.2f})")

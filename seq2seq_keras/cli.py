@@ -18,6 +18,7 @@ from seq2seq_keras.config import (
     ATTENTIONS,
     CELLS,
     DEFAULT_EXPORT_ROOT,
+    DEFAULT_VOCAB_SIZES,
     PRECISIONS,
     STRATEGIES,
     TOKENIZERS,
@@ -109,12 +110,16 @@ def add_train(commands) -> None:
                        help="word: lowercased words, rare ones become [UNK]; wordpiece: "
                        "case-kept subword pieces learned from the training split, so rare "
                        f"words and names are spelled from pieces (default: {defaults.tokenizer})")
-    train.add_argument("--source-vocab-size", type=int, default=defaults.source_vocab_size,
+    source_sizes, target_sizes = (
+        ", ".join(f"{sizes[side]} for {name}" for name, sizes in DEFAULT_VOCAB_SIZES.items())
+        for side in (0, 1)
+    )
+    train.add_argument("--source-vocab-size", type=int, default=None,
                        help="most source tokens, padding and [UNK] included; WordPiece learns "
-                       f"at most this many pieces (default: {defaults.source_vocab_size})")
-    train.add_argument("--target-vocab-size", type=int, default=defaults.target_vocab_size,
+                       f"at most this many pieces (default: {source_sizes})")
+    train.add_argument("--target-vocab-size", type=int, default=None,
                        help="most target tokens, padding, [UNK], [START] and [END] included "
-                       f"(default: {defaults.target_vocab_size})")
+                       f"(default: {target_sizes})")
     train.add_argument("--units", type=int, default=defaults.units,
                        help=f"LSTM state size, the context vector's size (default: {defaults.units})")
     train.add_argument("--embedding-dim", type=int, default=defaults.embedding_dim,

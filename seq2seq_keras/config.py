@@ -20,6 +20,11 @@ ATTENTIONS = ("none", "luong", "bahdanau")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # see `precision` below
 STRATEGIES = ("default", "mirrored", "multiworker")  # tf.distribute (seq2seq_keras.distribute)
 TOKENIZERS = ("word", "wordpiece")  # how text becomes tokens (seq2seq_keras.tokenizers)
+# (source, target) vocabulary sizes when a config names none, per tokenizer. WordPiece spells
+# rare words from pieces, so 8,000 pieces a side lose nothing and keep the output projection,
+# the largest matmul of every training and decoding step, small; words need more entries,
+# because every word outside the vocabulary is lost as [UNK] (README: vocabulary sizes).
+DEFAULT_VOCAB_SIZES = {"wordpiece": (8000, 8000), "word": (10000, 12000)}
 # Where exports go by default: EXPORT_ROOT/NAME/<version>/, TensorFlow Serving's layout.
 DEFAULT_EXPORT_ROOT = "saved_models"
 # What a config.json that lacks a field meant when the field's default has changed since: a
@@ -71,9 +76,11 @@ class Seq2SeqConfig:
     # "word": lowercased whole words, anything outside the vocabulary becomes "[UNK]".
     tokenizer: str = "wordpiece"
     # Vocabulary sizes include the padding token "" (id 0) and "[UNK]" (id 1); the target
-    # vocabulary also includes "[START]" and "[END]".
-    source_vocab_size: int = 10000
-    target_vocab_size: int = 12000
+    # vocabulary also includes "[START]" and "[END]". None (the default) resolves to the
+    # tokenizer's sizes in DEFAULT_VOCAB_SIZES (8,000 / 8,000 pieces, 10,000 / 12,000 words);
+    # the saved config records the result.
+    source_vocab_size: int | None = None
+    target_vocab_size: int | None = None
     # Longest source / target in tokens after standardization. Training pairs longer than this
     # are dropped (and counted); a longer sentence to translate is truncated with a warning.
     # The target length counts the [START] and [END] markers.
@@ -107,7 +114,9 @@ class Seq2SeqConfig:
 
     # --- Training ----------------------------------------------------------------------
     batch_size: int = 128
-    learning_rate: float = 1e-3
+    # Adam's step size. 2e-3 reaches a lower validation loss within the 30-minute budget than
+    # Keras' default 1e-3 (README: the default model's runs); clipnorm keeps it stable.
+    learning_rate: float = 2e-3
     # Gradient-norm clipping keeps an LSTM from diverging on an unlucky batch.
     clipnorm: float = 1.0
     epochs: int = 20
@@ -149,6 +158,10 @@ class Seq2SeqConfig:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}.")
         if self.tokenizer not in TOKENIZERS:
             raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}.")
+        default_sizes = DEFAULT_VOCAB_SIZES[self.tokenizer]
+        for name, default in zip(("source_vocab_size", "target_vocab_size"), default_sizes):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
         if self.decode_length_factor <= 0 or self.decode_length_offset < 1:
             raise ValueError(
                 "decode_length_factor must be > 0 and decode_length_offset >= 1, got "

@@ -7,6 +7,7 @@ back in. Everything that decodes does it with the two functions of this module, 
 
     encode(source_ids)            → decoder states (the context vector) and attention memory
     decoder_step(token, states)   → next-token probabilities, new states, attention weights
+                                    (`decoder_logits`: the same before the softmax)
 
 They serve two paths:
 
@@ -87,8 +88,8 @@ def encode(layers: ModelLayers, source_ids, runner: RNNRunner) -> tuple[list, tu
 def decoder_step(layers: ModelLayers, token_ids, states, memory, runner: RNNRunner):
     """One decoder step: the previous tokens and states → next-token probabilities.
 
-    A padding token is an ordinary step (only a finished sentence is fed one, and the searches
-    ignore what happens to it).
+    A padding token is an ordinary step (the step-by-step decoder feeds one to a finished
+    sentence and ignores what happens to it).
 
     Args:
       token_ids: `(batch,)` int ids of the previous tokens (`[START]` first).
@@ -99,6 +100,27 @@ def decoder_step(layers: ModelLayers, token_ids, states, memory, runner: RNNRunn
       `(batch, target_vocab)` float32 probabilities, the new states (a list), and the
       attention weights `(batch, source_len)` (None without attention).
     """
+    outputs, new_states, weights = decoder_features(layers, token_ids, states, memory, runner)
+    probabilities = layers.decoder_dense(ops.expand_dims(outputs, 1))[:, 0, :]
+    return probabilities, new_states, weights
+
+
+def decoder_logits(layers: ModelLayers, token_ids, states, memory, runner: RNNRunner):
+    """`decoder_step` without the softmax: `(batch, target_vocab)` float32 logits.
+
+    What the searches read (`graph_decoder.GraphDecoder`): the most probable token is the
+    largest logit, so decoding never needs the softmax over the whole vocabulary.
+    """
+    outputs, new_states, weights = decoder_features(layers, token_ids, states, memory, runner)
+    logits = layers.decoder_dense.logits(outputs)
+    return ops.cast(logits, "float32"), new_states, weights
+
+
+def decoder_features(layers: ModelLayers, token_ids, states, memory, runner: RNNRunner):
+    """The decoder step up to the softmax layer: `(batch, units)` vectors it reads.
+
+    Returns the vectors, the new states and the attention weights (see `decoder_step`).
+    """
     # A single step has no time axis to mask: the embedding's padding mask is dropped (a copy
     # carries none), so a finished sentence's padding token is an ordinary step.
     outputs = ops.copy(layers.decoder_embedding(token_ids))  # (batch, embedding_dim)
@@ -107,14 +129,12 @@ def decoder_step(layers: ModelLayers, token_ids, states, memory, runner: RNNRunn
         layer_states = list(states[index * per_layer : (index + 1) * per_layer])
         outputs, layer_states = runner.decoder_step(layer, outputs, layer_states)
         new_states += layer_states
-    # Attention and the softmax layer take sequences: this is one of length 1.
-    outputs = ops.expand_dims(outputs, 1)  # (batch, 1, units)
     weights = None
     if layers.attention is not None:
-        outputs, weights = attend(layers.attention, outputs, *memory)
-        weights = weights[:, 0, :]  # (batch, source_len)
-    probabilities = layers.decoder_dense(outputs)[:, 0, :]  # (batch, target_vocab)
-    return probabilities, new_states, weights
+        # Attention takes sequences: this is one of length 1.
+        outputs, weights = attend(layers.attention, ops.expand_dims(outputs, 1), *memory)
+        outputs, weights = outputs[:, 0, :], weights[:, 0, :]  # (batch, units), (batch, source_len)
+    return outputs, new_states, weights
 
 
 # --- Running the recurrent layers: as Keras layers, or as their cells ---

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from seq2seq_keras import search
 from seq2seq_keras.config import check_beam_width
-from seq2seq_keras.decode import CELLS, RNNRunner, State, decoder_step, encode
+from seq2seq_keras.decode import CELLS, RNNRunner, State, decoder_logits, encode
 from seq2seq_keras.model import ModelLayers
 from seq2seq_keras.text import END_ID, START_ID
 
@@ -114,23 +114,21 @@ class GraphDecoder(tf.Module):
         return (*states, *memory)
 
     def step(self, token_ids: tf.Tensor, state: State) -> tuple[tf.Tensor, State]:
-        """`search`'s step: `(batch,)` previous tokens and the state → next-token log-probs."""
-        log_probs, state, _ = self.step_with_attention(token_ids, state)
-        return log_probs, state
+        """`search`'s step: `(batch,)` previous tokens and the state → next-token logits."""
+        logits, state, _ = self.step_with_attention(token_ids, state)
+        return logits, state
 
     def step_with_attention(self, token_ids: tf.Tensor, state: State):
         """`step`, also returning the attention weights `(batch, source_len)` (None without)."""
         num_rnn_states = len(self.layers.decoder_rnns) * self.layers.states_per_layer
         rnn_states, memory = state[:num_rnn_states], state[num_rnn_states:]
-        probabilities, new_states, weights = decoder_step(
+        logits, new_states, weights = decoder_logits(
             self.layers, token_ids, rnn_states, memory, self.runner
         )
-        # The dense layer ends in a softmax: log turns its probabilities into log-probabilities.
-        log_probs = tf.math.log(tf.cast(probabilities, tf.float32))
-        if self.vocabulary_size is not None:
-            has_token = tf.range(tf.shape(log_probs)[1]) < self.vocabulary_size
-            log_probs = tf.where(has_token[None, :], log_probs, float("-inf"))
-        return log_probs, (*new_states, *memory), weights
+        if self.vocabulary_size is not None and self.vocabulary_size < logits.shape[-1]:
+            has_token = tf.range(tf.shape(logits)[1]) < self.vocabulary_size
+            logits = tf.where(has_token[None, :], logits, float("-inf"))
+        return logits, (*new_states, *memory), weights
 
     def attention_weights(self, source_ids: tf.Tensor, token_ids: tf.Tensor) -> tf.Tensor:
         """The attention weights of every step that produced `token_ids`, by re-running them.

@@ -311,8 +311,15 @@ class SoftmaxDense(keras.layers.Dense):
     """
 
     def call(self, inputs):
-        logits = super().call(inputs)  # (..., vocab) in the compute dtype
-        return ops.softmax(ops.cast(logits, "float32"), axis=-1)
+        return ops.softmax(ops.cast(self.logits(inputs), "float32"), axis=-1)
+
+    def logits(self, inputs):
+        """The `Dense` part alone: `(..., vocab)` logits in the compute dtype.
+
+        Decoding reads these: the largest logit is the most probable token, and a beam needs
+        the log-probabilities of its best few tokens only (`seq2seq_keras.search`).
+        """
+        return super().call(inputs)
 
     def compute_output_spec(self, inputs):
         spec = super().compute_output_spec(inputs)

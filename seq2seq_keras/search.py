@@ -3,16 +3,29 @@
 The searches know nothing about LSTMs, attention or Keras. As keras-hub's samplers and flax's
 `beam_search` do, they take a step callable and its initial state:
 
-    step(token_ids, state) -> (log_probs, new_state)
+    step(token_ids, state) -> (logits, new_state)
       token_ids: (batch,) int64, the previous token of every sentence (or beam)
-      log_probs: (batch, vocab) float32, log-probabilities of the next token
+      logits:    (batch, vocab) float32, the next token's unnormalized log-probabilities:
+                 its log-probabilities are `logits - logsumexp(logits)` (log-probabilities
+                 are logits too)
       state:     any nest of tensors with a leading batch dimension
 
-They work on whole batches and keep a per-sentence `done` mask: a sentence is done when it has
-produced `[END]` or reached its own cap (`max_lengths`, see `decode_length_caps`), and the loop
-ends when every sentence is done, or after `max_length` tokens. The whole loop is a
-`tf.while_loop`, so inside a `tf.function` a batch is translated by one graph call
-(`graph_decoder.GraphDecoder` compiles them over the trained model's step).
+They work on whole batches. A sentence is done when it has produced `[END]` or reached its own
+cap (`max_lengths`, see `decode_length_caps`); the loop ends when every sentence is done, or
+after `max_length` tokens. The whole loop is a `tf.while_loop`, so inside a `tf.function` a
+batch is translated by one graph call (`graph_decoder.GraphDecoder` compiles them over the
+trained model's step).
+
+Each step does the least work the result needs, because the step's output projection (one
+logit per vocabulary token) dominates the cost of decoding:
+
+- no softmax is computed: greedy search takes the argmax of the logits and one `logsumexp`
+  per row scores the chosen token; beam search keeps each beam's best `2k` logits and
+  normalizes only those (a beam contributes at most `2k` of the sentence's `2k` best
+  extensions);
+- a sentence that is done leaves the batch: the next steps run on the sentences still
+  translating only (`rows` below), instead of feeding finished ones padding until the longest
+  is done. Rows leave only on the steps where some sentence finishes.
 
 Every search returns a `SearchResult`: token ids shaped like the step-by-step decoder's output
 (`(batch, steps)`, a row ends at its first `[END]` and is 0 after it), the model's
@@ -108,8 +121,42 @@ def per_sentence_caps(
 
 
 def any_shape(loop_vars):
-    """Shape invariants keeping each loop variable's rank but no dimension (beam may vary)."""
+    """Shape invariants keeping each loop variable's rank but no dimension (rows may leave)."""
     return tf.nest.map_structure(lambda v: tf.TensorShape([None] * v.shape.rank), loop_vars)
+
+
+def log_normalizer(logits: tf.Tensor) -> tf.Tensor:
+    """`(batch,)` `logsumexp` of each row: a token's log-probability is its logit minus this.
+
+    Shifted by the row's largest logit, as `tf.reduce_logsumexp` does, so `exp` cannot
+    overflow; written out because every row has a finite logit here, and so that the LiteRT
+    export lowers it to built-in ops.
+    """
+    largest = tf.reduce_max(logits, axis=-1, keepdims=True)
+    return tf.math.log(tf.reduce_sum(tf.exp(logits - largest), axis=-1)) + largest[:, 0]
+
+
+def log_softmax(logits: tf.Tensor) -> tf.Tensor:
+    """Log-probabilities of every token, as the searches compute them from the logits."""
+    return logits - log_normalizer(logits)[:, None]
+
+
+def gather_rows(nest, rows: tf.Tensor):
+    """Keep the rows `rows` (int32 indices) of every tensor of a nest."""
+    return tf.nest.map_structure(lambda tensor: tf.gather(tensor, rows), nest)
+
+
+def keep_rows(going: tf.Tensor, nest):
+    """Rows of every tensor of `nest` where `going` is True; skipped when every row goes on."""
+    kept = tf.cast(tf.where(going)[:, 0], tf.int32)
+    return tf.cond(
+        tf.reduce_all(going), lambda: nest, lambda: gather_rows(nest, kept)
+    )
+
+
+def starting_rows(caps: tf.Tensor) -> tf.Tensor:
+    """`(rows,)` int32 indices of the sentences that may get at least one token."""
+    return tf.cast(tf.where(caps > 0)[:, 0], tf.int32)
 
 
 # === Greedy search and sampling: one token per sentence per step ===
@@ -123,36 +170,41 @@ def _decode_one_token_at_a_time(
     choose: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
     max_lengths: int | tf.Tensor | None = None,
 ) -> SearchResult:
-    """The loop shared by greedy search and sampling; `choose(log_probs, t)` picks the tokens.
+    """The loop shared by greedy search and sampling; `choose(logits, t)` picks the tokens.
 
-    A sentence that has produced `[END]` or reached its cap is fed padding and emits padding
-    until the loop ends, exactly as the step-by-step decoder does; its state changes no longer
-    matter. A capped sentence gets no `[END]`: its tokens so far are its translation.
+    Only the sentences still translating are stepped (`rows`, indices into the batch): one
+    that has produced `[END]` or reached its cap leaves them, so it costs nothing more. A
+    capped sentence gets no `[END]`: its tokens so far are its translation.
     """
     max_length = tf.convert_to_tensor(max_length, tf.int32)
     caps = per_sentence_caps(max_lengths, max_length, batch_size)
-    tokens = tf.fill([batch_size], tf.constant(START_ID, tf.int64))
-    done = caps <= 0
+    rows = starting_rows(caps)
+    tokens = tf.fill(tf.shape(rows), tf.constant(START_ID, tf.int64))
+    state = gather_rows(state, rows)
     log_probs = tf.zeros([batch_size], tf.float32)
     lengths = tf.zeros([batch_size], tf.int32)
-    # Written column by column; a TensorArray cannot be stacked when the batch is empty.
+    # Written token by token; a TensorArray cannot be stacked when the batch is empty.
     output = tf.zeros([batch_size, max_length], tf.int64)
-    columns = tf.range(max_length)
 
-    def keep_going(t, tokens, state, done, log_probs, lengths, output):
-        return (t < max_length) & ~tf.reduce_all(done)
+    def keep_going(t, rows, tokens, state, log_probs, lengths, output):
+        return (t < max_length) & (tf.size(rows) > 0)
 
-    def one_step(t, tokens, state, done, log_probs, lengths, output):
-        token_log_probs, state = step(tokens, state)  # (batch, vocab)
-        next_ids = tf.where(done, tf.constant(PAD_ID, tf.int64), choose(token_log_probs, t))
-        chosen = tf.gather(token_log_probs, next_ids, batch_dims=1)  # (batch,)
-        log_probs += tf.where(done, 0.0, chosen)
-        lengths += tf.cast(~done, tf.int32)
-        output = tf.where(tf.equal(columns, t)[None, :], next_ids[:, None], output)
-        done |= tf.equal(next_ids, END_ID) | (lengths >= caps)
-        return t + 1, next_ids, state, done, log_probs, lengths, output
+    def one_step(t, rows, tokens, state, log_probs, lengths, output):
+        logits, state = step(tokens, state)  # (rows, vocab)
+        next_ids = choose(logits, t)
+        chosen = tf.gather(logits, next_ids, batch_dims=1) - log_normalizer(logits)
+        at_rows = rows[:, None]
+        log_probs = tf.tensor_scatter_nd_add(log_probs, at_rows, chosen)
+        lengths = tf.tensor_scatter_nd_add(lengths, at_rows, tf.ones_like(rows))
+        at_column = tf.stack([rows, tf.fill(tf.shape(rows), t)], axis=1)
+        output = tf.tensor_scatter_nd_update(output, at_column, next_ids)
+        going = tf.not_equal(next_ids, END_ID) & (
+            tf.gather(lengths, rows) < tf.gather(caps, rows)
+        )
+        rows, next_ids, state = keep_rows(going, (rows, next_ids, state))
+        return t + 1, rows, next_ids, state, log_probs, lengths, output
 
-    loop_vars = (tf.constant(0), tokens, state, done, log_probs, lengths, output)
+    loop_vars = (tf.constant(0), rows, tokens, state, log_probs, lengths, output)
     steps, _, _, _, log_probs, lengths, output = tf.while_loop(
         keep_going, one_step, loop_vars, shape_invariants=any_shape(loop_vars)
     )
@@ -170,7 +222,7 @@ def greedy_search(
     """Greedy decoding: every sentence takes its most probable next token, all in one loop.
 
     Args:
-      step: `step(token_ids (batch,), state) -> (log_probs (batch, vocab), state)`.
+      step: `step(token_ids (batch,), state) -> (logits (batch, vocab), state)`.
       state: the decoder's initial state (a nest of `(batch, ...)` tensors).
       batch_size: number of sentences (a scalar; `tf.shape` of a state works in a graph).
       max_length: the most tokens to generate per sentence, `[END]` included; it also sizes
@@ -187,7 +239,7 @@ def greedy_search(
     """
     return _decode_one_token_at_a_time(
         step, state, batch_size, max_length,
-        lambda log_probs, t: tf.argmax(log_probs, axis=-1, output_type=tf.int64),
+        lambda logits, t: tf.argmax(logits, axis=-1, output_type=tf.int64),
         max_lengths,
     )
 
@@ -202,7 +254,7 @@ def sample_search(
     *,
     max_lengths: int | tf.Tensor | None = None,
 ) -> SearchResult:
-    """Temperature sampling: draw each next token from softmax(log_probs / temperature).
+    """Temperature sampling: draw each next token from softmax(logits / temperature).
 
     Deterministic for a given seed and batch (stateless random ops seeded with `[seed, step]`).
     A low temperature approaches greedy search; a high one approaches uniform draws. The
@@ -218,9 +270,9 @@ def sample_search(
     temperature = tf.maximum(tf.cast(temperature, tf.float32), 1e-6)
     seed = tf.cast(seed, tf.int64)
 
-    def draw(log_probs, t):
+    def draw(logits, t):
         seeds = tf.stack([seed, tf.cast(t, tf.int64)])
-        drawn = tf.random.stateless_categorical(log_probs / temperature, 1, seed=seeds)
+        drawn = tf.random.stateless_categorical(logits / temperature, 1, seed=seeds)
         return tf.cast(drawn[:, 0], tf.int64)
 
     return _decode_one_token_at_a_time(step, state, batch_size, max_length, draw, max_lengths)
@@ -270,7 +322,8 @@ def beam_search(
     Finished hypotheses are ranked by `log P / length_penalty`. A sentence is `done` once no
     live hypothesis can still beat its best finished one: a live log-probability `s` can only
     fall, so `s / length_penalty(cap)` bounds every completion (for alpha >= 0), or once it has
-    reached its cap: there the top `k` candidates all count as finished, `[END]` or not.
+    reached its cap: there the top `k` candidates all count as finished, `[END]` or not. A
+    done sentence leaves the batch (`rows`): its beams are no longer stepped.
 
     Plain beam search can prune the greedy path and end up *worse* than greedy. With
     `include_greedy` (the default) the greedy translation seeds the finished set, so the
@@ -296,20 +349,14 @@ def beam_search(
     alpha = tf.cast(alpha, tf.float32)
     batch_size = tf.convert_to_tensor(batch_size, tf.int32)
     caps = per_sentence_caps(max_lengths, max_length, batch_size)
-    max_penalty = length_penalty(caps, alpha)  # (batch,)
 
-    # 1. Alive hypotheses: only beam 0 starts alive, so k copies of [START] are not k beams.
-    alive_ids = tf.zeros([batch_size, beam_width, max_length], tf.int64)
-    alive_last = tf.fill([batch_size, beam_width], tf.constant(START_ID, tf.int64))
-    first_beam = tf.equal(tf.range(beam_width), 0)[None, :]
-    alive_log_probs = tf.where(first_beam, 0.0, tf.fill([batch_size, beam_width], NEG_INF))
-    alive_state = tf.nest.map_structure(lambda s: expand_to_beams(s, beam_width), state)
-
-    # 2. Finished hypotheses, optionally seeded with the greedy translation in slot 0.
+    # 1. Finished hypotheses of every sentence, optionally seeded with the greedy translation
+    # in slot 0. The loop reads and writes the rows of the sentences still searching.
     finished_ids = tf.zeros([batch_size, beam_width, max_length], tf.int64)
     finished_scores = tf.fill([batch_size, beam_width], NEG_INF)
     finished_log_probs = tf.zeros([batch_size, beam_width], tf.float32)
     finished_lengths = tf.zeros([batch_size, beam_width], tf.int32)
+    first_beam = tf.equal(tf.range(beam_width), 0)[None, :]
     if include_greedy:
         greedy = greedy_search(step, state, batch_size, max_length, max_lengths=caps)
         greedy_ids = tf.pad(
@@ -323,51 +370,63 @@ def beam_search(
         finished_scores = seed_slot0(finished_scores, normalized_scores(greedy, alpha))
         finished_log_probs = seed_slot0(finished_log_probs, greedy.log_probs)
         finished_lengths = seed_slot0(finished_lengths, greedy.lengths)
+    finished = (finished_ids, finished_scores, finished_log_probs, finished_lengths)
 
+    # 2. Alive hypotheses of the sentences that may get a token: only beam 0 starts alive, so
+    # k copies of [START] are not k beams.
+    rows = starting_rows(caps)
+    num_rows = tf.size(rows)
+    alive_ids = tf.zeros([num_rows, beam_width, max_length], tf.int64)
+    alive_last = tf.fill([num_rows, beam_width], tf.constant(START_ID, tf.int64))
+    alive_log_probs = tf.where(first_beam, 0.0, tf.fill([num_rows, beam_width], NEG_INF))
+    alive_state = tf.nest.map_structure(
+        lambda s: expand_to_beams(s, beam_width), gather_rows(state, rows)
+    )
     columns = tf.range(max_length, dtype=tf.int32)
-    done = caps <= 0
 
-    def keep_going(t, *loop_vars):
-        done = loop_vars[-1]
-        return (t < max_length) & ~tf.reduce_all(done)
+    def keep_going(t, rows, *loop_vars):
+        return (t < max_length) & (tf.size(rows) > 0)
 
-    def one_step(t, alive_ids, alive_last, alive_log_probs, alive_state,
-                 finished_ids, finished_scores, finished_log_probs, finished_lengths, done):
-        # 3. Score every extension of every live hypothesis.
-        token_log_probs, new_state = step(flatten_beam_dim(alive_last), alive_state)
-        token_log_probs = unflatten_beam_dim(token_log_probs, batch_size)  # (batch, k, vocab)
-        vocab_size = tf.shape(token_log_probs)[2]
-        candidates = alive_log_probs[..., None] + token_log_probs
-        candidates = tf.reshape(candidates, [batch_size, -1])  # (batch, k * vocab)
-        num_candidates = tf.minimum(2 * beam_width, beam_width * vocab_size)
+    def one_step(t, rows, alive_ids, alive_last, alive_log_probs, alive_state, finished):
+        num_rows = tf.size(rows)
+        row_caps = tf.gather(caps, rows)
+        # 3. Each beam's 2k best extensions (the best 2k of the sentence are among them),
+        # their log-probabilities from the logits, then the sentence's 2k best.
+        logits, new_state = step(flatten_beam_dim(alive_last), alive_state)  # (rows * k, V)
+        per_beam = tf.minimum(2 * beam_width, tf.shape(logits)[1])
+        beam_logits, beam_tokens = tf.math.top_k(logits, k=per_beam)
+        beam_log_probs = beam_logits - log_normalizer(logits)[:, None]
+        candidates = alive_log_probs[..., None] + unflatten_beam_dim(beam_log_probs, num_rows)
+        candidates = tf.reshape(candidates, [num_rows, -1])  # (rows, k * per_beam)
+        num_candidates = tf.minimum(2 * beam_width, beam_width * tf.shape(logits)[1])
         top_log_probs, top_indices = tf.math.top_k(candidates, k=num_candidates)
-        top_beams = top_indices // vocab_size  # (batch, 2k)
-        top_tokens = tf.cast(top_indices % vocab_size, tf.int64)
-        top_ids = gather_beams(alive_ids, top_beams)  # (batch, 2k, max_length)
+        top_beams = top_indices // per_beam  # (rows, 2k)
+        top_tokens = tf.gather(
+            tf.reshape(tf.cast(beam_tokens, tf.int64), [num_rows, -1]), top_indices, batch_dims=1
+        )
+        top_ids = gather_beams(alive_ids, top_beams)  # (rows, 2k, max_length)
         top_ids = tf.where(tf.equal(columns, t)[None, None, :], top_tokens[..., None], top_ids)
 
         # 4. Finished: candidates ending here that rank in the top k (all of them at the cap).
         ranks = tf.range(num_candidates)[None, :]
-        at_cap = t + 1 >= caps  # (batch,) the candidates' length t + 1 reached the cap
+        at_cap = t + 1 >= row_caps  # (rows,) the candidates' length t + 1 reached the cap
         ends = (tf.equal(top_tokens, END_ID) | at_cap[:, None]) & (ranks < beam_width)
         ends &= top_log_probs > NEG_INF
         new_scores = tf.where(ends, top_log_probs / length_penalty(t + 1, alpha), NEG_INF)
         # Older hypotheses come first, so on a tie the earlier (or greedy) one is kept.
-        merged_scores = tf.concat([finished_scores, new_scores], axis=1)
-        merged_ids = tf.concat([finished_ids, top_ids], axis=1)
-        merged_log_probs = tf.concat([finished_log_probs, top_log_probs], axis=1)
-        merged_lengths = tf.concat(
-            [finished_lengths, tf.fill(tf.shape(top_tokens), t + 1)], axis=1
-        )
+        old_ids, old_scores, old_log_probs, old_lengths = gather_rows(finished, rows)
+        merged_scores = tf.concat([old_scores, new_scores], axis=1)
+        merged_ids = tf.concat([old_ids, top_ids], axis=1)
+        merged_log_probs = tf.concat([old_log_probs, top_log_probs], axis=1)
+        merged_lengths = tf.concat([old_lengths, tf.fill(tf.shape(top_tokens), t + 1)], axis=1)
         best_scores, best = tf.math.top_k(merged_scores, k=beam_width)
-        keep = ~done  # a done sentence's finished set is final
-        finished_scores = tf.where(keep[:, None], best_scores, finished_scores)
-        finished_ids = tf.where(keep[:, None, None], gather_beams(merged_ids, best), finished_ids)
-        finished_log_probs = tf.where(
-            keep[:, None], gather_beams(merged_log_probs, best), finished_log_probs
-        )
-        finished_lengths = tf.where(
-            keep[:, None], gather_beams(merged_lengths, best), finished_lengths
+        at_rows = rows[:, None]
+        finished = tuple(
+            tf.tensor_scatter_nd_update(everyone, at_rows, updated)
+            for everyone, updated in zip(finished, (
+                gather_beams(merged_ids, best), best_scores,
+                gather_beams(merged_log_probs, best), gather_beams(merged_lengths, best),
+            ))
         )
 
         # 5. Alive: the best k candidates that did not end; their states follow their beams.
@@ -375,26 +434,27 @@ def beam_search(
         alive_log_probs, survivors = tf.math.top_k(alive_candidates, k=beam_width)
         alive_ids = gather_beams(top_ids, survivors)
         alive_last = gather_beams(top_tokens, survivors)
-        parent_beams = gather_beams(top_beams, survivors)  # (batch, k)
+        parent_beams = gather_beams(top_beams, survivors)  # (rows, k)
         alive_state = tf.nest.map_structure(
-            lambda s: flatten_beam_dim(
-                gather_beams(unflatten_beam_dim(s, batch_size), parent_beams)
-            ),
-            new_state,
-        )
+            lambda s: gather_beams(unflatten_beam_dim(s, num_rows), parent_beams), new_state
+        )  # (rows, k, ...) until the rows that are done have left
 
         # 6. Done: no live hypothesis can still beat the best finished one. (flax compares with
         # the worst of the k finished, which is needed for k-best lists; we return the best.)
-        best_alive_bound = alive_log_probs[:, 0] / max_penalty
+        # A done sentence leaves the rows.
+        best_alive_bound = alive_log_probs[:, 0] / length_penalty(row_caps, alpha)
         nothing_alive = tf.equal(alive_log_probs[:, 0], NEG_INF)
-        done |= (best_alive_bound < finished_scores[:, 0]) | nothing_alive | at_cap
-        return (t + 1, alive_ids, alive_last, alive_log_probs, alive_state,
-                finished_ids, finished_scores, finished_log_probs, finished_lengths, done)
+        done = (best_alive_bound < best_scores[:, 0]) | nothing_alive | at_cap
+        rows, alive_ids, alive_last, alive_log_probs, alive_state = keep_rows(
+            ~done, (rows, alive_ids, alive_last, alive_log_probs, alive_state)
+        )
+        alive_state = tf.nest.map_structure(flatten_beam_dim, alive_state)
+        return t + 1, rows, alive_ids, alive_last, alive_log_probs, alive_state, finished
 
-    loop_vars = (tf.constant(0), alive_ids, alive_last, alive_log_probs, alive_state,
-                 finished_ids, finished_scores, finished_log_probs, finished_lengths, done)
+    loop_vars = (tf.constant(0), rows, alive_ids, alive_last, alive_log_probs, alive_state,
+                 finished)
     final = tf.while_loop(keep_going, one_step, loop_vars, shape_invariants=any_shape(loop_vars))
-    finished_ids, finished_log_probs, finished_lengths = final[5], final[7], final[8]
+    finished_ids, _, finished_log_probs, finished_lengths = final[-1]
     lengths = finished_lengths[:, 0]
     width = tf.reduce_max(tf.concat([lengths, [0]], axis=0))
     return SearchResult(finished_ids[:, 0, :width], finished_log_probs[:, 0], lengths)

@@ -17,7 +17,7 @@ from seq2seq_keras import text as text_lib
 from seq2seq_keras.decode import build_inference_models, greedy_decode_stepwise
 from seq2seq_keras.graph_decoder import GraphDecoder
 
-from conftest import TINY_PAIRS, build_tiny, padded
+from conftest import TINY_PAIRS, assert_differs_only_on_near_ties, build_tiny, padded
 
 PAD, START, END = text_lib.PAD_ID, text_lib.START_ID, text_lib.END_ID
 A, C = 4, 6  # two word ids of the tiny target vocabulary
@@ -96,7 +96,7 @@ def teacher_forced_log_probs(tiny, source_ids, token_ids):
     return np.where(real, np.log(chosen), 0.0).sum(axis=1)
 
 
-@pytest.mark.parametrize("which", ["overfit_model", "half_trained_model", "bfloat16_model"])
+@pytest.mark.parametrize("which", ["overfit_model", "half_trained_model"])
 def test_graph_greedy_equals_the_stepwise_decoder_exactly(which, request, many_source_ids):
     tiny = request.getfixturevalue(which)
     max_length = tiny.config.max_decode_length
@@ -112,6 +112,21 @@ def test_graph_greedy_equals_the_stepwise_decoder_exactly(which, request, many_s
         teacher_forced_log_probs(tiny, many_source_ids, expected),
         rtol=1e-4, atol=1e-4,
     )
+
+
+def test_graph_greedy_in_bfloat16_differs_from_the_stepwise_decoder_only_on_near_ties(
+    bfloat16_model, many_source_ids
+):
+    # The graph decoder steps only the sentences still translating, so its matmuls see fewer
+    # rows than the stepwise decoder's once sentences finish. In float32 that changes nothing
+    # (the test above); in bfloat16 the rounding of a row can depend on the batch's shape, so
+    # a sentence may take the other of two tokens the model finds about equally likely.
+    tiny = bfloat16_model
+    max_length = tiny.config.max_decode_length
+    expected = greedy_decode_stepwise(build_inference_models(tiny.model), many_source_ids,
+                                      max_length)
+    actual = GraphDecoder(tiny.model, max_length).greedy(tf.constant(many_source_ids))
+    assert_differs_only_on_near_ties(tiny.model, many_source_ids, actual.token_ids, expected)
 
 
 def test_graph_beam_on_the_model_width_one_is_greedy_and_width_four_scores_higher(
@@ -160,8 +175,9 @@ def test_a_padding_token_is_the_same_step_in_both_decoders(half_trained_model):
     state = decoder.encode(padded(half_trained_model.tokens.source_ids)[:4])
     tokens = np.array([PAD, A, PAD, C], np.int64)
     probabilities, h, c = models.decoder_step([tf.constant(tokens[:, None]), *state])
-    log_probs, (graph_h, graph_c) = decoder.step(tf.constant(tokens), state)
-    np.testing.assert_array_equal(tf.math.log(probabilities[:, 0, :]), log_probs)
+    logits, (graph_h, graph_c) = decoder.step(tf.constant(tokens), state)
+    # The graph step stops before the softmax layer's softmax (the searches need the logits).
+    np.testing.assert_array_equal(probabilities[:, 0, :], keras.ops.softmax(logits, axis=-1))
     np.testing.assert_array_equal(h, graph_h)
     np.testing.assert_array_equal(c, graph_c)
 

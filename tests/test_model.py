@@ -27,6 +27,15 @@ def test_graph_has_the_named_layers_of_the_diagram(small_model):
     np.testing.assert_allclose(tf.reduce_sum(probabilities, -1).numpy(), 1.0, rtol=1e-5)
 
 
+def test_the_softmax_layer_is_the_softmax_of_its_logits(small_model):
+    # Decoding reads the logits alone (no softmax); they must be what the softmax is taken of.
+    dense = small_model.get_layer(model_lib.DECODER_DENSE)
+    vectors = tf.random.stateless_normal([3, 16], seed=[1, 2])
+    logits = dense.logits(vectors)
+    assert logits.shape == (3, 40)
+    np.testing.assert_allclose(tf.nn.softmax(logits).numpy(), dense(vectors).numpy(), atol=1e-6)
+
+
 def test_decoder_starts_from_the_encoder_context(small_model):
     # Changing only the source must change the decoder's predictions: the context flows over.
     decoder_input = tf.constant([[2, 9, 10]])

@@ -286,3 +286,60 @@ def test_searches_accept_an_empty_batch_with_caps():
         result = search_fn(table_step(ONE_HOT), no_sentences, 0, max_length=5,
                            max_lengths=tf.zeros([0], tf.int32))
         assert result.token_ids.shape == (0, 0) and result.lengths.shape == (0,)
+
+
+# --- The work per step ---------------------------------------------------------------------
+
+
+def counting(step, calls: list):
+    """`step`, recording how many rows each call steps (the searches run eagerly here)."""
+
+    def counted(token_ids, state):
+        calls.append(int(tf.shape(token_ids)[0]))
+        return step(token_ids, state)
+
+    return counted
+
+
+def test_a_finished_sentence_leaves_the_batch():
+    # BEAM_WINS ends after 2 tokens, ONE_HOT after 4, NO_END runs to the maximum length.
+    calls = []
+    state = tf.range(3, dtype=tf.int32)
+    step = counting(table_step(BEAM_WINS, ONE_HOT, NO_END), calls)
+    ids, _, lengths = search.greedy_search(step, state, 3, max_length=7)
+    assert calls == [3, 3, 2, 2, 1, 1, 1]
+    np.testing.assert_array_equal(lengths, [2, 4, 7])
+    np.testing.assert_array_equal(ids[:2], [[A, END, 0, 0, 0, 0, 0], [A, B, C, END, 0, 0, 0]])
+
+    calls.clear()
+    search.sample_search(step, state, 3, max_length=7, temperature=1e-3)
+    assert calls == [3, 3, 2, 2, 1, 1, 1]
+
+
+def test_beam_search_steps_only_the_beams_of_sentences_still_searching():
+    calls = []
+    state = tf.range(2, dtype=tf.int32)
+    step = counting(table_step(ONE_HOT, NO_END), calls)
+    result = search.beam_search(step, state, 2, max_length=6, beam_width=2, include_greedy=False)
+    # ONE_HOT is certain: once it ends, nothing alive can beat it, and its 2 beams leave.
+    assert calls == [4, 4, 4, 4, 2, 2]
+    np.testing.assert_array_equal(result.lengths, [4, 6])
+
+
+def test_beam_search_normalizes_only_each_beams_best_logits():
+    # Logits shifted by a different constant per row are the same distribution: the search
+    # normalizes them, so its choices and scores are those of the log-probabilities.
+    table_steps = table_step(GREEDY_PRUNED, BEAM_WINS)
+
+    def shifted(token_ids, state):
+        log_probs, state = table_steps(token_ids, state)
+        shift = tf.cast(tf.range(tf.shape(log_probs)[0]), tf.float32)[:, None] * 7.0 + 3.0
+        return log_probs + shift, state
+
+    state = tf.range(2, dtype=tf.int32)
+    for search_fn, kwargs in ((search.beam_search, dict(beam_width=3)),
+                              (search.greedy_search, {})):
+        expected = search_fn(table_steps, state, 2, max_length=6, **kwargs)
+        actual = search_fn(shifted, state, 2, max_length=6, **kwargs)
+        np.testing.assert_array_equal(actual.token_ids, expected.token_ids)
+        np.testing.assert_allclose(actual.log_probs, expected.log_probs, atol=1e-5)

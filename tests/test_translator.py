@@ -146,6 +146,17 @@ def test_translator_module_and_reloaded_savedmodel_give_the_same_strings(
             assert "##" not in translation, translation
 
 
+def test_a_translation_does_not_depend_on_its_batch(trained, splits):
+    # `translate` batches sentences of similar length together; the module below decodes
+    # them all in one batch, in their order, padded to the longest.
+    translator = Translator.from_trained(trained)
+    sentences = [source for source, _ in splits.validation[:300]] + HOSTILE
+    batch = tf.constant(as_utf8_list(sentences))
+    assert translator.translate(sentences, batch_size=7) == texts(translator.module(batch))
+    beam = texts(translator.module.translate_beam(batch, 3))
+    assert translator.translate(sentences[::-1], beam_width=3, batch_size=16) == beam[::-1]
+
+
 def test_sampling_is_reproducible_by_seed_and_low_temperature_is_greedy(trained):
     translator = Translator.from_trained(trained)
     sources = [source for source, _ in TINY_PAIRS]

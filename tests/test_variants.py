@@ -33,7 +33,7 @@ from seq2seq_keras.translator import (
 )
 from seq2seq_keras.model_dir import TrainedModel
 
-from conftest import TINY_PAIRS, build_tiny, padded
+from conftest import TINY_PAIRS, assert_differs_only_on_near_ties, build_tiny, padded
 
 PAD, START, END = text_lib.PAD_ID, text_lib.START_ID, text_lib.END_ID
 TRAINING_STEPS = 12  # full-batch epochs: one optimizer step each
@@ -330,7 +330,9 @@ def test_a_classic_export_has_no_attention_signature(overfit_model, tmp_path):
     assert not hasattr(translator, "translate_with_attention")
 
 
-def test_a_mixed_bfloat16_attention_model_decodes_exactly(tiny_config, real_source_ids):
+def test_a_mixed_bfloat16_attention_model_decodes_as_the_stepwise_decoder(
+    tiny_config, real_source_ids
+):
     # As train --precision mixed_bfloat16 builds it: cells, states and attention in bfloat16.
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16")
@@ -344,7 +346,8 @@ def test_a_mixed_bfloat16_attention_model_decodes_exactly(tiny_config, real_sour
     expected = greedy_decode_stepwise(build_inference_models(tiny.model), real_source_ids, 12)
     decoder = GraphDecoder(tiny.model, 12)
     result, weights = decoder.greedy_with_attention(tf.constant(real_source_ids))
-    np.testing.assert_array_equal(result.token_ids.numpy(), expected)
+    # Exactly but for near-ties: in bfloat16, rows leaving the batch can change the rounding.
+    assert_differs_only_on_near_ties(tiny.model, real_source_ids, result.token_ids, expected)
     # The softmax runs in bfloat16 (8 bits of mantissa): the weights sum to 1 within 2^-8.
     produced = result.token_ids.numpy() != PAD
     np.testing.assert_allclose(weights.numpy().sum(-1)[produced], 1.0, atol=2**-8)

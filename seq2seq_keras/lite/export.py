@@ -30,6 +30,7 @@ from pathlib import Path
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+from seq2seq_keras import search
 from seq2seq_keras.config import DEFAULT_EXPORT_ROOT
 from seq2seq_keras.decode import LITE_CELLS
 from seq2seq_keras.export import export_base, write_version
@@ -91,7 +92,8 @@ class LiteSteps(tf.Module):
         return dict(zip(self.state_names, self.decoder.encode(source_ids)))
 
     def _decoder_step(self, token_ids, *state):
-        log_probs, state = self.decoder.step(token_ids, tuple(state))
+        logits, state = self.decoder.step(token_ids, tuple(state))
+        log_probs = search.log_softmax(logits)  # what the host's searches rank
         return {LOG_PROBS: log_probs, **dict(zip(self.state_names, state))}
 
 

@@ -5,8 +5,8 @@ the SavedModel choose the same tokens from the same log-probabilities: the per-s
 caps, `[END]` handling, GNMT length normalization, fairseq's rule for finished beams, the
 greedy translation seeding beam search's finished set, and TensorFlow's `top_k` order on ties
 (the lower index first). What differs is where the loop runs: here a Python loop calls the
-exported step, and a sentence that is done is no longer fed to it (in the graph every sentence
-costs a step until the whole batch is done).
+exported step. As in the graph, a sentence that is done is no longer fed to it; the exported
+step returns log-probabilities (the graph's searches normalize the logits themselves).
 
     step(token_ids, state) -> (log_probs, new_state)
       token_ids: (batch,) int64;  log_probs: (batch, vocab) float32
