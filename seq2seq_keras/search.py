@@ -349,6 +349,7 @@ def beam_search(
     alpha = tf.cast(alpha, tf.float32)
     batch_size = tf.convert_to_tensor(batch_size, tf.int32)
     caps = per_sentence_caps(max_lengths, max_length, batch_size)
+    max_penalty = length_penalty(caps, alpha)  # (batch,)
 
     # 1. Finished hypotheses of every sentence, optionally seeded with the greedy translation
     # in slot 0. The loop reads and writes the rows of the sentences still searching.
@@ -442,7 +443,7 @@ def beam_search(
         # 6. Done: no live hypothesis can still beat the best finished one. (flax compares with
         # the worst of the k finished, which is needed for k-best lists; we return the best.)
         # A done sentence leaves the rows.
-        best_alive_bound = alive_log_probs[:, 0] / length_penalty(row_caps, alpha)
+        best_alive_bound = alive_log_probs[:, 0] / tf.gather(max_penalty, rows)
         nothing_alive = tf.equal(alive_log_probs[:, 0], NEG_INF)
         done = (best_alive_bound < best_scores[:, 0]) | nothing_alive | at_cap
         rows, alive_ids, alive_last, alive_log_probs, alive_state = keep_rows(
