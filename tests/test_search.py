@@ -326,6 +326,25 @@ def test_beam_search_steps_only_the_beams_of_sentences_still_searching():
     np.testing.assert_array_equal(result.lengths, [4, 6])
 
 
+def test_beam_search_steps_the_greedy_hypothesis_as_one_more_row_per_sentence():
+    calls = []
+    state = tf.range(2, dtype=tf.int32)
+    step = counting(table_step(ONE_HOT, NO_END), calls)
+    result = search.beam_search(step, state, 2, max_length=6, beam_width=2)
+    # No greedy pass of its own: each call steps a sentence's 2 beams and its greedy row.
+    assert calls == [6, 6, 6, 6, 3, 3]
+    np.testing.assert_array_equal(result.lengths, [4, 6])
+
+
+def test_beam_search_keeps_the_greedy_hypothesis_that_its_beams_pruned():
+    # GREEDY_PRUNED ends the greedy path after 3 tokens, SURE_AFTER_A's beams run to the cap.
+    greedy = run(search.greedy_search, GREEDY_PRUNED, SURE_AFTER_A, max_length=6)
+    beam = run(search.beam_search, GREEDY_PRUNED, SURE_AFTER_A, max_length=6, beam_width=2)
+    np.testing.assert_array_equal(beam[0][0, :3], greedy[0][0, :3])
+    assert beam[1][0] == greedy[1][0]
+    assert beam[1][1] >= greedy[1][1]
+
+
 def test_beam_search_normalizes_only_each_beams_best_logits():
     # Logits shifted by a different constant per row are the same distribution: the search
     # normalizes them, so its choices and scores are those of the log-probabilities.
