@@ -3,12 +3,16 @@
     python benchmarks/decode.py --model-dir runs/eng_spa [--data spa-eng.zip]
 
 Every row decodes the same sample of test sentences (`--sentences`, picked evenly over the
-range of source lengths, in test-split order), after one untimed warm-up pass, in one run:
+range of source lengths, in test-split order), after one untimed warm-up pass (the compiled
+decoders' batched rows: the best of `FAST_REPEATS` timed passes), in one run:
 
 1. classic: the keras-io way, one sentence at a time, `predict` once per token (the baseline);
 2. stepwise: `decode.greedy_decode_stepwise`, a Python loop with one model call per token, at
    batch 1 and batch 64;
-3. graph greedy at batch 1 and 64, graph beam 4 at batch 64 (`decode.GraphDecoder`);
+3. graph greedy at batch 1 and 64, graph beam 4 at batch 64 (`decode.GraphDecoder`), at the
+   translator's decoding precision (`--decode-precision`, default the model's
+   `decode_precision`: "auto" is bfloat16 matmuls on a CPU with bfloat16 dot products), and
+   the same two at batch 64 in float32 when that precision is bfloat16;
 4. the exported SavedModel, reloaded, strings in and out, greedy and beam 4 at batch 64;
 
 then the latency of one sentence per call (p50/p95) for greedy and beam 4, through the graph
@@ -16,10 +20,11 @@ decoder (ids in and out) and through the SavedModel (strings in and out). Every 
 the fraction of a 2048x2048 float32 matmul's GFLOP/s, measured in the same run, that its
 decoder reaches: the FLOPs counted are the matmuls of the LSTM steps and the output projection
 that it executed (each search's stepped rows are counted, so work on finished sentences would
-count too). The graph decoder's
+count too). The float32 graph decoder's
 tokens must equal the stepwise decoder's at the same batch size, and the SavedModel's text the
-graph decoder's (the exit status is 1 otherwise); against the classic loop, which runs the
-models through `predict`, it counts the sentences whose tokens differ by rounding. Ratios are against the classic row; the stepwise
+graph decoder's at the same precision (the exit status is 1 otherwise); against the classic
+loop, which runs the models through `predict`, and between bfloat16 and float32 matmuls, it
+counts the sentences whose tokens differ by rounding. Ratios are against the classic row; the stepwise
 batch-1 row shows how much of the ratio is the per-call overhead of `predict` and how much is
 batching and the compiled graph.
 """
@@ -27,6 +32,7 @@ batching and the compiled graph.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -43,10 +49,12 @@ import tensorflow as tf  # noqa: E402
 
 from seq2seq_keras import data as data_lib  # noqa: E402
 from seq2seq_keras import evaluate, export, search  # noqa: E402
+from seq2seq_keras.config import DECODE_PRECISIONS  # noqa: E402
 from seq2seq_keras.decode import (  # noqa: E402
     build_inference_models,
     greedy_decode_stepwise,
 )
+from seq2seq_keras.decode_precision import resolve_decode_precision  # noqa: E402
 from seq2seq_keras.graph_decoder import GraphDecoder  # noqa: E402
 from seq2seq_keras.model_dir import load_trained_model  # noqa: E402
 from seq2seq_keras.model import float32_model  # noqa: E402
@@ -55,6 +63,9 @@ from seq2seq_keras.tokenizers import make_tokenizer  # noqa: E402
 from seq2seq_keras.translator import BEAM_SIGNATURE, SERVING_SIGNATURE  # noqa: E402
 
 MATMUL_SIZE = 2048
+# The compiled decoders take a fraction of a second per pass: each batched row of theirs is the
+# best of this many timed passes, so that a stray pause does not decide it.
+FAST_REPEATS = 5
 
 
 def classic_decode(models, source_ids: np.ndarray, max_length: int) -> np.ndarray:
@@ -194,11 +205,17 @@ def main(argv=None) -> int:
                         help="test sentences every row decodes, spread over all source lengths")
     parser.add_argument("--latency-calls", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--decode-precision", choices=DECODE_PRECISIONS,
+                        help="the translator's decoding precision (default: the model's)")
     args = parser.parse_args(argv)
 
     # 1. Model, test split, ids.
     trained = load_trained_model(args.model_dir)
-    config = trained.config
+    config = dataclasses.replace(
+        trained.config, decode_precision=args.decode_precision or trained.config.decode_precision
+    )
+    trained = dataclasses.replace(trained, config=config)  # what the export decodes with
+    precision = resolve_decode_precision(config.decode_precision)
     pairs = data_lib.read_pairs(
         data_lib.resolve_data_file(args.data), max_pairs=config.max_pairs, reverse=config.reverse
     ).pairs
@@ -219,14 +236,18 @@ def main(argv=None) -> int:
     decoding_model = float32_model(trained.training_model, config)
     caps = dict(length_factor=config.decode_length_factor, length_offset=config.decode_length_offset)
     models = build_inference_models(decoding_model)
-    decoder = GraphDecoder(
-        decoding_model, max_length, vocabulary_size=len(trained.target_vocabulary), **caps
-    )
+    decoders = {
+        name: GraphDecoder(decoding_model, max_length, vocabulary_size=len(trained.target_vocabulary),
+                           precision=name, **caps)
+        for name in dict.fromkeys([precision, "float32"])
+    }
+    decoder, float32_decoder = decoders[precision], decoders["float32"]
     lengths = [len(row) for row in id_rows]
     print(f"model {args.model_dir}: units {config.units}, embedding {config.embedding_dim}, "
           f"vocab {config.source_vocab_size}/{config.target_vocab_size}; {num_sentences} of "
           f"{len(candidates)} test sentences, {min(lengths)}-{max(lengths)} source tokens "
-          f"(mean {np.mean(lengths):.1f}); {os.cpu_count()} CPUs; TF {tf.__version__}")
+          f"(mean {np.mean(lengths):.1f}); {os.cpu_count()} CPUs; TF {tf.__version__}; "
+          f"decoding precision {precision} (matmuls)")
 
     rows = []  # (name, batch, sentences, seconds, FLOPs executed)
     count = FlopCounter(config, decoder)
@@ -244,11 +265,12 @@ def main(argv=None) -> int:
     )
     stepwise_one_flops = sum(count.stepwise(ids, out) for ids, out in zip(one_ids, stepwise_one))
     rows.append(("stepwise (model call per token)", 1, num_sentences, seconds, stepwise_one_flops))
-    graph_one_seconds, graph_one = timed(lambda: [decoder.greedy(ids) for ids in one_ids])
+    graph_one_seconds, _ = timed(lambda: [decoder.greedy(ids) for ids in one_ids])
+    float32_one = [float32_decoder.greedy(ids) for ids in one_ids]
     stepwise_one_tokens = [r for ids in stepwise_one for r in trim(ids)]
     agreement = {  # the same step on the same batches: these must agree exactly
-        "graph batch 1 vs stepwise batch 1":
-            [r for res in graph_one for r in trim(res.token_ids.numpy())] == stepwise_one_tokens,
+        "float32 graph batch 1 vs stepwise batch 1":
+            [r for res in float32_one for r in trim(res.token_ids.numpy())] == stepwise_one_tokens,
     }
 
     # 3. Batched stepwise and the graph searches.
@@ -260,23 +282,41 @@ def main(argv=None) -> int:
                  stepwise_flops))
     greedy_flops = sum(count.graph(ids) for ids in all_ids)
     beam_flops = sum(count.graph(ids, beam_width=4) for ids in all_ids)
-    seconds, greedy = timed(lambda: decode_all(lambda ids: decoder.greedy(ids)))
+    seconds, greedy = timed(lambda: decode_all(decoder.greedy), FAST_REPEATS)
     rows.append(("graph greedy", args.batch_size, num_sentences, seconds, greedy_flops))
     greedy_seconds, greedy_rate = seconds, num_sentences / seconds
     rows.append(("graph greedy", 1, num_sentences, graph_one_seconds,
                  sum(count.graph(ids) for ids in one_ids)))
     beam_width = tf.constant(4)
     alpha = tf.constant(search.DEFAULT_LENGTH_ALPHA)
-    seconds, beam = timed(lambda: decode_all(lambda ids: decoder.beam(ids, beam_width, alpha)))
+    seconds, beam = timed(lambda: decode_all(lambda ids: decoder.beam(ids, beam_width, alpha)),
+                          FAST_REPEATS)
     rows.append(("graph beam 4", args.batch_size, num_sentences, seconds, beam_flops))
+    float32_greedy = greedy
+    if precision != "float32":  # the baseline of the precision: the same searches in float32
+        float32_count = FlopCounter(config, float32_decoder)
+        seconds, float32_greedy = timed(lambda: decode_all(float32_decoder.greedy), FAST_REPEATS)
+        rows.append(("float32 graph greedy", args.batch_size, num_sentences, seconds,
+                     sum(float32_count.graph(ids) for ids in all_ids)))
+        seconds, _ = timed(
+            lambda: decode_all(lambda ids: float32_decoder.beam(ids, beam_width, alpha)),
+            FAST_REPEATS,
+        )
+        rows.append(("float32 graph beam 4", args.batch_size, num_sentences, seconds,
+                     sum(float32_count.graph(ids, beam_width=4) for ids in all_ids)))
     greedy_tokens = [r for result in greedy for r in trim(result.token_ids.numpy())]
+    float32_tokens = [r for result in float32_greedy for r in trim(result.token_ids.numpy())]
     stepwise_tokens = [r for ids in stepwise for r in trim(ids)]
-    agreement["graph batch 64 vs stepwise batch 64"] = greedy_tokens == stepwise_tokens
+    agreement["float32 graph batch 64 vs stepwise batch 64"] = float32_tokens == stepwise_tokens
     # `predict` runs the same models as a compiled graph, and other batch sizes sum in another
-    # order: rounding may differ (more so in bfloat16), so these are informative only.
+    # order; bfloat16 matmuls round differently: near-ties may fall the other way, so these
+    # are informative only.
     rounding_checks = {
         "stepwise batch 1 vs classic (predict)": differing_rows(stepwise_one_tokens, classic_tokens),
-        f"graph batch {args.batch_size} vs classic batch 1": differing_rows(greedy_tokens, classic_tokens),
+        f"float32 graph batch {args.batch_size} vs classic batch 1":
+            differing_rows(float32_tokens, classic_tokens),
+        f"{precision} graph vs float32 graph, batch {args.batch_size}":
+            differing_rows(greedy_tokens, float32_tokens),
     }
     latencies = {  # one sentence per call: ids in and out
         "graph greedy": latency_ms(decoder.greedy, one_ids, args.latency_calls),
@@ -291,11 +331,13 @@ def main(argv=None) -> int:
         serve = served.signatures[SERVING_SIGNATURE]
         serve_beam = served.signatures[BEAM_SIGNATURE]
         text_batches = [tf.constant(batch) for batch in batches(sources, args.batch_size)]
-        seconds, served_greedy = timed(lambda: [serve(sentences=b) for b in text_batches])
+        seconds, served_greedy = timed(lambda: [serve(sentences=b) for b in text_batches],
+                                       FAST_REPEATS)
         rows.append(("SavedModel greedy (strings)", args.batch_size, num_sentences, seconds,
                      greedy_flops))
         seconds, served_beam = timed(
-            lambda: [serve_beam(sentences=b, beam_width=beam_width) for b in text_batches]
+            lambda: [serve_beam(sentences=b, beam_width=beam_width) for b in text_batches],
+            FAST_REPEATS,
         )
         rows.append(("SavedModel beam 4 (strings)", args.batch_size, num_sentences, seconds,
                      beam_flops))

@@ -3,7 +3,9 @@
     python benchmarks/litert.py --model-dir runs/eng_spa [--data spa-eng.zip]
 
 1. Exports the model three ways into a temporary directory (`--export-dir` keeps them): the
-   SavedModel (the baseline), LiteRT float32 and LiteRT with int8 weights.
+   SavedModel (the baseline, decoding in float32 like the LiteRT float export, so that "same
+   as SavedModel" measures the conversion; `--decode-precision` changes it), LiteRT float32
+   and LiteRT with int8 weights.
 2. Translates every test source greedily with the reloaded SavedModel and both LiteRT exports
    (`LiteTranslator`, batch 64): the share of sources whose translation equals the
    SavedModel's, test BLEU (sacrebleu, case-sensitive, multi-reference), file sizes.
@@ -21,6 +23,7 @@ Ratios are against the SavedModel (or TensorFlow's packages) of the same run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.metadata
 import json
 import os
@@ -41,6 +44,7 @@ from packaging.requirements import Requirement  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from seq2seq_keras import compare, evaluate, export  # noqa: E402
+from seq2seq_keras.config import DECODE_PRECISIONS  # noqa: E402
 from seq2seq_keras import data as data_lib  # noqa: E402
 from seq2seq_keras.lite import LiteTranslator  # noqa: E402
 from seq2seq_keras.lite.export import export_litert  # noqa: E402
@@ -136,9 +140,13 @@ def main(argv=None) -> int:
     parser.add_argument("--sources", type=int, default=0,
                         help="translate only the first N test sources (default: all)")
     parser.add_argument("--latency-calls", type=int, default=200)
+    parser.add_argument("--decode-precision", choices=DECODE_PRECISIONS, default="float32",
+                        help="the SavedModel's decoding precision (default: float32)")
     args = parser.parse_args(argv)
 
     trained = load_trained_model(args.model_dir)
+    config = dataclasses.replace(trained.config, decode_precision=args.decode_precision)
+    trained = dataclasses.replace(trained, config=config)
     data_file = data_lib.resolve_data_file(args.data)
     references = compare.held_out_references(trained.config, data_file, ("test",))
     sources = list(references)[: args.sources or None]

@@ -18,6 +18,7 @@ from seq2seq_keras.config import (
     ATTENTIONS,
     CELLS,
     DEFAULT_EXPORT_ROOT,
+    DECODE_PRECISIONS,
     DEFAULT_VOCAB_SIZES,
     PRECISIONS,
     STRATEGIES,
@@ -59,6 +60,23 @@ def add_data(parser: argparse.ArgumentParser) -> None:
         help="a .zip/.txt/.tsv file of 'source<TAB>target' lines (default: $SEQ2SEQ_DATA, "
         "else download spa-eng)",
     )
+
+
+def add_decode_precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--decode-precision", choices=DECODE_PRECISIONS,
+        help="the decoder's matmuls: float32, or bfloat16 weights (faster on a CPU with "
+        "bfloat16 dot products; states and gates stay float32), or auto: bfloat16 on such a "
+        "CPU, else float32 (default: the model's decode_precision, auto unless set)",
+    )
+
+
+def with_decode_precision(trained, decode_precision: str | None):
+    """`trained` with its config's `decode_precision` replaced, when one is given."""
+    if decode_precision is None:
+        return trained
+    config = dataclasses.replace(trained.config, decode_precision=decode_precision)
+    return dataclasses.replace(trained, config=config)
 
 
 def beam_width(text: str) -> int:
@@ -182,6 +200,7 @@ def add_translate(commands) -> None:
     translate.add_argument("--seed", type=int, default=0, metavar="S",
                            help="with --sample: the same seed gives the same translations "
                            "(default: 0)")
+    add_decode_precision(translate)
     translate.add_argument("sentences", nargs="*", help="sentences to translate")
 
 
@@ -199,6 +218,7 @@ def add_evaluate(commands) -> None:
     evaluate.add_argument("--beam", type=beam_width, default=4, metavar="K",
                           help="also score beam search with K hypotheses (default: 4; 1 scores "
                           "greedy decoding only)")
+    add_decode_precision(evaluate)
 
 
 def add_export(commands) -> None:
@@ -225,6 +245,7 @@ def add_export(commands) -> None:
                         help="with --format litert: int8 stores the weights as int8 "
                         "(dynamic-range quantization, about a quarter of the size) "
                         "(default: none)")
+    add_decode_precision(export)
 
 
 def add_plot(commands) -> None:
@@ -305,15 +326,17 @@ def report_test_scores(
     print(format_length_table(buckets))
 
 
-def load_translator(model_dir: str):
+def load_translator(model_dir: str, decode_precision: str | None = None):
     from seq2seq_keras.model_dir import load_trained_model
     from seq2seq_keras.translator import Translator
 
-    return Translator.from_trained(load_trained_model(model_dir))
+    return Translator.from_trained(
+        with_decode_precision(load_trained_model(model_dir), decode_precision)
+    )
 
 
 def run_translate(args: argparse.Namespace) -> None:
-    translator = load_translator(args.model_dir)
+    translator = load_translator(args.model_dir, args.decode_precision)
     # Standard input is read as bytes: the translator repairs invalid UTF-8 like the export.
     sentences = args.sentences or [line.rstrip(b"\r\n") for line in sys.stdin.buffer]
     temperature = args.temperature if args.sample else None
@@ -328,7 +351,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
     from seq2seq_keras import data as data_lib
     from seq2seq_keras.compare import held_out_references
 
-    translator = load_translator(args.model_dir)
+    translator = load_translator(args.model_dir, args.decode_precision)
     references = held_out_references(translator.config, data_lib.resolve_data_file(args.data))
     report_test_scores(translator, references, label=" (greedy)")
     if args.beam > 1:
@@ -341,7 +364,7 @@ def run_export(args: argparse.Namespace) -> None:
     from seq2seq_keras.translator import signature_names
 
     check_name(args.name)  # before the seconds spent loading the model
-    trained = load_trained_model(args.model_dir)
+    trained = with_decode_precision(load_trained_model(args.model_dir), args.decode_precision)
     if args.format == "litert":
         from seq2seq_keras.lite.export import export_litert
         from seq2seq_keras.lite.runtime_files import MODEL_FILENAME
@@ -409,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("translate --sample draws tokens instead of searching: drop --beam")
     if args.command == "export" and args.quantize != "none" and args.format != "litert":
         parser.error("--quantize applies to --format litert only")
+    if args.command == "export" and args.format == "litert" and args.decode_precision == "bfloat16":
+        parser.error("a LiteRT export computes in float32 (--quantize int8 makes it smaller "
+                     "and faster): --decode-precision bfloat16 applies to SavedModels only")
     if not args.tensorflow_logs:
         import_tensorflow_quietly()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

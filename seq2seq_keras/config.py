@@ -18,6 +18,7 @@ CONFIG_FILENAME = "config.json"
 CELLS = ("lstm", "gru")  # the recurrent cell (docs/variants.md)
 ATTENTIONS = ("none", "luong", "bahdanau")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # see `precision` below
+DECODE_PRECISIONS = ("auto", "float32", "bfloat16")  # see `decode_precision` below
 STRATEGIES = ("default", "mirrored", "multiworker")  # tf.distribute (seq2seq_keras.distribute)
 TOKENIZERS = ("word", "wordpiece")  # how text becomes tokens (seq2seq_keras.tokenizers)
 # (source, target) vocabulary sizes when a config names none, per tokenizer. WordPiece spells
@@ -149,6 +150,12 @@ class Seq2SeqConfig:
     # fit: on spa-eng, every Spanish reference with its [END] fits in 2 × English words + 10.
     decode_length_factor: float = 2.0
     decode_length_offset: int = 10
+    # The precision of the decoder's matmuls when translating (not training): "float32", or
+    # "bfloat16" (weights stored in bfloat16, states and gates in float32; faster on a CPU
+    # with bfloat16 dot products), or "auto": bfloat16 on such a CPU, else float32. Resolved
+    # where the translator is built; an export keeps what the exporting machine chose
+    # (seq2seq_keras.decode_precision, docs/serving.md).
+    decode_precision: str = "auto"
 
     def __post_init__(self):
         """Refuse a combination of switches the model cannot build, saying how to fix it."""
@@ -169,6 +176,9 @@ class Seq2SeqConfig:
             )
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}.")
+        if self.decode_precision not in DECODE_PRECISIONS:
+            raise ValueError(f"decode_precision must be one of {DECODE_PRECISIONS}, "
+                             f"got {self.decode_precision!r}.")
         if self.num_layers < 1:
             raise ValueError(f"num_layers must be at least 1, got {self.num_layers}.")
         if not 0.0 <= self.dropout < 1.0:

@@ -50,13 +50,17 @@ State = tuple
 
 
 class RNNRunner(NamedTuple):
-    """How recurrent layers run: over the whole source, and one decoder step at a time."""
+    """How the trained layers run: the recurrent layers over the whole source and one decoder
+    step at a time, and the softmax layer's logits (`decode_precision.Bfloat16Matmuls` is
+    another runner, with its weights in bfloat16)."""
 
     # (layer, vectors (batch, source_len, features), source_mask, keep_outputs)
     #   → (outputs (batch, source_len, units) or None, final states merged over directions)
     encoder_layer: Callable
     # (layer, inputs (batch, features), states) → (outputs (batch, units), new states)
     decoder_step: Callable
+    # (softmax layer, vectors (batch, units)) → (batch, target_vocab) logits
+    logits: Callable
 
 
 # === The encoder and the decoder step ===
@@ -112,7 +116,7 @@ def decoder_logits(layers: ModelLayers, token_ids, states, memory, runner: RNNRu
     largest logit, so decoding never needs the softmax over the whole vocabulary.
     """
     outputs, new_states, weights = decoder_features(layers, token_ids, states, memory, runner)
-    logits = layers.decoder_dense.logits(outputs)
+    logits = runner.logits(layers.decoder_dense, outputs)
     return ops.cast(logits, "float32"), new_states, weights
 
 
@@ -155,32 +159,49 @@ def call_rnn_layer_one_step(layer, inputs, states):
     return outputs[:, 0, :], states
 
 
-def step_cell(layer, inputs, states):
-    """One decoder step through the layer's trained cell."""
-    outputs, states = layer.cell(inputs, list(states), training=False)
+def same_cell(cell):
+    return cell
+
+
+def step_cell(layer, inputs, states, cell_of: Callable = same_cell):
+    """One decoder step through the layer's trained cell (or `cell_of(cell)`, what runs it)."""
+    outputs, states = cell_of(layer.cell)(inputs, list(states), training=False)
     return outputs, list(states)
 
 
-def run_cells(layer, vectors, source_mask, keep_outputs: bool, list_free: bool = False):
+def softmax_logits(dense, vectors):
+    """The softmax layer's logits, computed by the layer itself."""
+    return dense.logits(vectors)
+
+
+def run_cells(
+    layer,
+    vectors,
+    source_mask,
+    keep_outputs: bool,
+    list_free: bool = False,
+    cell_of: Callable = same_cell,
+):
     """Run an encoder RNN layer by stepping its trained cell(s) (the graph path).
 
     Same results as `call_rnn_layer` on the real positions, without cuDNN-only kernels.
-    `list_free` is for the LiteRT export (see `run_cell`).
+    `list_free` is for the LiteRT export (see `run_cell`); `cell_of(cell)` is what runs a
+    trained cell (`decode_precision.Bfloat16Matmuls` passes its bfloat16 copies).
     """
     vectors = tf.transpose(vectors, [1, 0, 2])  # (source_len, batch, features)
     is_real = tf.transpose(source_mask)  # (source_len, batch)
     if isinstance(layer, keras.layers.Bidirectional):
         forward, forward_states = run_cell(
-            layer.forward_layer.cell, vectors, is_real, False, keep_outputs, list_free
+            cell_of(layer.forward_layer.cell), vectors, is_real, False, keep_outputs, list_free
         )
         backward, backward_states = run_cell(
-            layer.backward_layer.cell, vectors, is_real, True, keep_outputs, list_free
+            cell_of(layer.backward_layer.cell), vectors, is_real, True, keep_outputs, list_free
         )
         outputs = tf.concat([forward, backward], axis=-1) if keep_outputs else None
         states = [tf.concat(pair, axis=-1) for pair in zip(forward_states, backward_states)]
     else:
         outputs, states = run_cell(
-            layer.cell, vectors, is_real, layer.go_backwards, keep_outputs, list_free
+            cell_of(layer.cell), vectors, is_real, layer.go_backwards, keep_outputs, list_free
         )
     if outputs is not None:
         outputs = tf.transpose(outputs, [1, 0, 2])  # (batch, source_len, units)
@@ -197,32 +218,60 @@ def run_cell(
 ):
     """Run an RNN cell over a masked time-major sequence, as Keras' masked RNN layer does.
 
+    A row stops costing steps after its last real position: the rows are put in order of
+    where they end (longest first), so the rows still reading at step t are the first
+    `active[t]`, and only those are stepped. A short sentence batched with long ones is then
+    read for its own length only. Reading backwards reverses each row's own positions
+    (`tf.reverse_sequence`), which keeps every row's padding at its end; Keras reverses the
+    padded row, padding first, which the mask skips: the same steps in the same order.
+
     Args:
-      cell: a trained `LSTMCell` or `GRUCell`.
+      cell: a trained `LSTMCell` or `GRUCell` (or what runs one, with its `units`,
+        `state_size` and `compute_dtype`).
       vectors: `(steps, batch, features)` inputs.
       is_real: `(steps, batch)` bool, False on padding, where the states stay unchanged.
-      backwards: read the sequence last step first (Keras' `go_backwards`, padding first).
+      backwards: read the sequence last step first (Keras' `go_backwards`).
       keep_outputs: also return the per-step outputs.
-      list_free: collect the outputs in a tensor rewritten at every step instead of a
-        `TensorArray`. LiteRT's converter cannot lower a `TensorArray` whose element shape
-        has an unknown batch ("TensorListReserve requires element_shape to be static"); the
-        rewrite costs O(steps²) memory traffic, so only the LiteRT export uses it.
+      list_free: for the LiteRT export: step every row at every position, and collect the
+        outputs in a tensor rewritten at every step instead of a `TensorArray`. LiteRT's
+        converter cannot lower a `TensorArray` whose element shape has an unknown batch
+        ("TensorListReserve requires element_shape to be static"); the rewrite costs
+        O(steps²) memory traffic, so only the LiteRT export uses it.
     Returns:
       The outputs `(steps, batch, units)` in the input's order (0 on padding), or None, and
       the final states (`[h, c]` for an LSTM, `[h]` for a GRU).
     """
-    if backwards:
-        vectors, is_real = tf.reverse(vectors, [0]), tf.reverse(is_real, [0])
     steps, batch_size = tf.shape(vectors)[0], tf.shape(vectors)[1]
+    positions = tf.range(steps)
+    if list_free:
+        order, last_step = None, steps
+        reverse = lambda sequence: tf.reverse(sequence, [0])  # noqa: E731
+    else:
+        # One past each row's last real position; the rows in that order, longest first.
+        ends = tf.reduce_max(tf.where(is_real, positions[:, None] + 1, 0), axis=0)
+        order = tf.argsort(ends, direction="DESCENDING", stable=True)
+        vectors, is_real = tf.gather(vectors, order, axis=1), tf.gather(is_real, order, axis=1)
+        ends = tf.gather(ends, order)
+        active = tf.reduce_sum(tf.cast(ends[None, :] > positions[:, None], tf.int32), axis=1)
+        # After the longest row's end every row is padding: the loop stops there.
+        last_step = tf.reduce_max(tf.concat([ends, [0]], axis=0))
+        reverse = lambda sequence: tf.reverse_sequence(sequence, ends, 0, 1)  # noqa: E731
+    if backwards:
+        vectors, is_real = reverse(vectors), reverse(is_real)
+    # A cell that can multiply all its inputs by its input kernel at once does so before the
+    # loop, in one large matmul (`decode_precision.Bfloat16Cell`); its step reads the products.
+    step = cell
+    if hasattr(cell, "project_inputs"):
+        vectors, step = cell.project_inputs(vectors), cell.step_projected
     # Under mixed precision the cell computes in bfloat16 or float16; so do its states.
     dtype = cell.compute_dtype
     states = tuple(tf.zeros([batch_size, cell.units], dtype) for _ in range(num_states(cell)))
     if list_free:
         outputs = tf.zeros([steps, batch_size, cell.units], dtype)
-        positions = tf.range(steps)[:, None, None]
+        at = positions[:, None, None]
 
         def write(outputs, t, output):
-            return tf.where(tf.equal(positions, t), output[None], outputs)
+            return tf.where(tf.equal(at, t), output[None], outputs)
 
         stack = lambda outputs: outputs  # noqa: E731
     else:
@@ -231,26 +280,44 @@ def run_cell(
         stack = lambda outputs: outputs.stack()  # noqa: E731
 
     def one_token(t, states, outputs):
-        output, new_states = cell(vectors[t], list(states), training=False)
-        real = is_real[t][:, None]
-        states = tuple(tf.where(real, new, old) for new, old in zip(new_states, states))
+        # The rows stepped: the first `active[t]`, those not past their end (LiteRT: all).
+        reading = (lambda rows: rows) if list_free else (lambda rows: rows[: active[t]])
+        stepped = [reading(state) for state in states]
+        output, new_states = step(reading(vectors[t]), stepped, training=False)
+        real = reading(is_real[t])[:, None]
+        new_states = [tf.where(real, new, old) for new, old in zip(new_states, stepped)]
+        output = tf.where(real, output, tf.zeros_like(output))
+        if not list_free:  # the rows past their end keep their states and output 0
+            new_states = [tf.concat([new, old[active[t]:]], axis=0)
+                          for new, old in zip(new_states, states)]
+            for new, old in zip(new_states, states):
+                new.set_shape(old.shape)  # every row again, as the loop requires
+            output = tf.concat([output, tf.zeros_like(states[0][active[t]:])], axis=0)
         if keep_outputs:
-            outputs = write(outputs, t, tf.where(real, output, tf.zeros_like(output)))
-        return t + 1, states, outputs
+            outputs = write(outputs, t, output)
+        return t + 1, tuple(new_states), outputs
 
     _, states, outputs = tf.while_loop(
-        lambda t, *_: t < steps, one_token, (tf.constant(0), states, outputs)
+        lambda t, *_: t < last_step, one_token, (tf.constant(0), states, outputs)
     )
-    if not keep_outputs:
-        return None, list(states)
-    outputs = stack(outputs)  # (steps, batch, units)
-    return (tf.reverse(outputs, [0]) if backwards else outputs), list(states)
+    if keep_outputs and not list_free:  # the positions after the loop output 0
+        outputs = outputs.scatter(
+            tf.range(last_step, steps), tf.zeros([steps - last_step, batch_size, cell.units], dtype)
+        )
+    outputs = stack(outputs) if keep_outputs else None  # (steps, batch, units)
+    if outputs is not None and backwards:
+        outputs = reverse(outputs)
+    if order is not None:  # back to the input's order of rows
+        restore = tf.argsort(order)
+        states = tuple(tf.gather(state, restore) for state in states)
+        outputs = None if outputs is None else tf.gather(outputs, restore, axis=1)
+    return outputs, list(states)
 
 
-KERAS_LAYERS = RNNRunner(call_rnn_layer, call_rnn_layer_one_step)
-CELLS = RNNRunner(run_cells, step_cell)
+KERAS_LAYERS = RNNRunner(call_rnn_layer, call_rnn_layer_one_step, softmax_logits)
+CELLS = RNNRunner(run_cells, step_cell, softmax_logits)
 # The cells again, with no `TensorArray` in the graph: what LiteRT's built-in ops can run.
-LITE_CELLS = RNNRunner(functools.partial(run_cells, list_free=True), step_cell)
+LITE_CELLS = RNNRunner(functools.partial(run_cells, list_free=True), step_cell, softmax_logits)
 
 
 # === The teaching path: Keras inference models ===

@@ -15,6 +15,7 @@ import tensorflow as tf
 from seq2seq_keras import search
 from seq2seq_keras.config import check_beam_width
 from seq2seq_keras.decode import CELLS, RNNRunner, State, decoder_logits, encode
+from seq2seq_keras.decode_precision import Bfloat16Matmuls
 from seq2seq_keras.model import ModelLayers
 from seq2seq_keras.text import END_ID, START_ID
 
@@ -37,7 +38,9 @@ class GraphDecoder(tf.Module):
         sentence of n source tokens after `floor(length_factor * n) + length_offset` tokens
         (`search.decode_length_caps`, see `max_lengths`), so that a confused model stops
         early instead of repeating itself up to `max_length`.
-      runner: how the recurrent layers run (`decode.CELLS`; the LiteRT export passes
+      precision: "float32" runs the trained layers' own weights (`decode.CELLS`); "bfloat16"
+        runs the matmuls over bfloat16 copies of them (`decode_precision.Bfloat16Matmuls`).
+      runner: how the layers run instead of `precision`'s (the LiteRT export passes
         `decode.LITE_CELLS`).
     Example:
       >>> decoder = GraphDecoder(trained.training_model, config.max_decode_length)
@@ -51,11 +54,15 @@ class GraphDecoder(tf.Module):
         vocabulary_size: int | None = None,
         length_factor: float | None = None,
         length_offset: int = 0,
-        runner: RNNRunner = CELLS,
+        precision: str = "float32",
+        runner: RNNRunner | None = None,
         name: str = "graph_decoder",
     ):
         super().__init__(name=name)
         self.layers = ModelLayers.find(training_model)
+        self.precision = precision
+        if runner is None:
+            runner = self.precision_runner(precision)
         self.runner = runner
         self.max_length = max_length
         self.vocabulary_size = vocabulary_size
@@ -82,6 +89,14 @@ class GraphDecoder(tf.Module):
             self.greedy_with_attention = tf.function(
                 self._greedy_with_attention, input_signature=[SOURCE_IDS_SPEC]
             )
+
+    def precision_runner(self, precision: str):
+        """How the layers run at `precision`: "float32" or "bfloat16" (see __init__)."""
+        if precision == "float32":
+            return CELLS
+        if precision == "bfloat16":
+            return Bfloat16Matmuls(self.layers)
+        raise ValueError(f'precision must be "float32" or "bfloat16", got {precision!r}.')
 
     @property
     def has_attention(self) -> bool:

@@ -41,6 +41,7 @@ from seq2seq_keras.config import (
     check_beam_width,
     check_temperature,
 )
+from seq2seq_keras.decode_precision import resolve_decode_precision
 from seq2seq_keras.graph_decoder import GraphDecoder
 from seq2seq_keras.model import float32_model
 from seq2seq_keras.search import DEFAULT_LENGTH_ALPHA, SearchResult
@@ -64,8 +65,9 @@ class TranslatorModule(tf.Module):
 
     It holds the source and target tokenizers (`config.tokenizer`'s kind, over the model's
     vocabularies) and a `graph_decoder.GraphDecoder` over the trained layers: shared with a
-    float32 model, copied at float32 from a mixed-precision one (`model.float32_model`). Every
-    entry point is a `tf.function` with a fixed input signature.
+    float32 model, copied at float32 from a mixed-precision one (`model.float32_model`), its
+    matmuls at `config.decode_precision` (resolved here: `decode_precision`). Every entry
+    point is a `tf.function` with a fixed input signature.
 
     Args:
       config: the model's config (lengths of sources and translations).
@@ -89,12 +91,14 @@ class TranslatorModule(tf.Module):
         self.config = config
         self.source_tokenizer = make_tokenizer(config.tokenizer, source_vocabulary)
         self.target_tokenizer = make_tokenizer(config.tokenizer, target_vocabulary)
+        self.decode_precision = resolve_decode_precision(config.decode_precision)
         self.decoder = GraphDecoder(
             float32_model(training_model, config),  # decoding's precision (docs/serving.md)
             config.max_decode_length,
             vocabulary_size=len(target_vocabulary),
             length_factor=config.decode_length_factor,
             length_offset=config.decode_length_offset,
+            precision=self.decode_precision,
         )
         self.max_source_length = config.max_source_length
         self.length_alpha = length_alpha

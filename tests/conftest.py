@@ -157,16 +157,29 @@ def padded(ragged: tf.RaggedTensor) -> np.ndarray:
     return ragged.to_tensor(text_lib.PAD_ID).numpy()
 
 
+def real_source_ids(spa_eng_path, tiny, count: int = 300, every: int = 100) -> np.ndarray:
+    """Padded ids of `count` real English sentences (every `every`-th of the first 30,000
+    pairs) and the tiny pairs, in `tiny`'s word vocabulary (mostly unknown words); rows with
+    no token left out."""
+    pairs = data_lib.read_pairs(spa_eng_path, max_pairs=30000).pairs
+    sentences = [source for source, _ in pairs[::every]][:count] + [s for s, _ in TINY_PAIRS]
+    vectorizer = text_lib.make_vectorizer(tiny.source_vocabulary)
+    ragged = vectorizer(tf.constant(sentences))[:, : tiny.config.max_source_length]
+    return padded(tf.ragged.boolean_mask(ragged, ragged.row_lengths() > 0))
+
+
 def assert_differs_only_on_near_ties(model, source_ids, actual, expected, max_share=0.1):
-    """Greedy tokens `actual` may differ from `expected` (the stepwise decoder's) only rarely,
-    and only where the two part on tokens the model finds equally likely within bfloat16's
-    rounding: the graph decoder steps fewer rows once sentences finish, and in bfloat16 a
-    row's rounding can depend on the batch's shape.
+    """Greedy tokens `actual` may differ from `expected` only rarely, and only where the two
+    part on tokens the model finds equally likely within bfloat16's rounding. Two causes: in
+    a model computing in bfloat16, the graph decoder steps fewer rows than the stepwise
+    decoder once sentences finish, and a row's rounding can depend on the batch's shape; and
+    a decoder with bfloat16 matmul weights (`decode_precision`) rounds what float32 does not.
 
     Args:
       model: the training model (its teacher-forced probabilities judge each parting).
       source_ids: `(batch, source_len)` the decoded sources.
-      actual, expected: `(batch, steps)` token ids (widths may differ).
+      actual, expected: `(batch, steps)` token ids (widths may differ); `expected` is the
+        more exact decoder's (float32, or the stepwise one).
       max_share: the largest share of sentences allowed to differ.
     """
     actual, expected = np.asarray(actual), np.asarray(expected)

@@ -53,6 +53,16 @@ def test_training_on_a_missing_file_is_one_clear_error(tmp_path):
     assert "Traceback" not in completed.stderr
 
 
+def test_decode_precision_is_a_choice_and_litert_refuses_bfloat16(tmp_path):
+    wrong = run_cli("translate", "--decode-precision", "float16", "Hello.")
+    assert wrong.returncode == 2 and "--decode-precision" in wrong.stderr
+    litert = run_cli("export", "--name", "x", "--format", "litert", "--decode-precision",
+                     "bfloat16", "--export-dir", str(tmp_path))
+    assert litert.returncode == 2
+    assert "LiteRT export computes in float32" in last_line(litert.stderr)
+    assert "Traceback" not in litert.stderr
+
+
 @pytest.mark.slow
 def test_train_translate_evaluate_end_to_end(spa_eng_path, tmp_path):
     model_dir = tmp_path / "model"
@@ -69,5 +79,10 @@ def test_train_translate_evaluate_end_to_end(spa_eng_path, tmp_path):
     translated = run_cli("translate", "--model-dir", str(model_dir), stdin="Thank you.\n\nHello!\n")
     assert translated.returncode == 0, translated.stderr[-3000:]
     assert len(translated.stdout.split("\n")) == 4  # three lines and the final newline
+    for precision in ("float32", "bfloat16"):
+        translated = run_cli("translate", "--model-dir", str(model_dir), "--decode-precision",
+                             precision, "Thank you.")
+        assert translated.returncode == 0, translated.stderr[-3000:]
+        assert translated.stdout.count("\n") == 1  # one translation (a tiny model's may be "")
     evaluated = run_cli("evaluate", "--model-dir", str(model_dir), "--data", str(spa_eng_path))
     assert evaluated.returncode == 0 and "source words" in evaluated.stdout

@@ -61,7 +61,9 @@ print(json.dumps({
 
 
 def as_trained(tiny) -> TrainedModel:
-    return TrainedModel(tiny.config, tiny.model, tiny.source_vocabulary, tiny.target_vocabulary)
+    """The tiny model, its translator decoding in float32: what the LiteRT export computes."""
+    config = dataclasses.replace(tiny.config, decode_precision="float32")
+    return TrainedModel(config, tiny.model, tiny.source_vocabulary, tiny.target_vocabulary)
 
 
 @pytest.fixture(scope="module", params=["word", "wordpiece"])

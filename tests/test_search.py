@@ -288,6 +288,32 @@ def test_searches_accept_an_empty_batch_with_caps():
         assert result.token_ids.shape == (0, 0) and result.lengths.shape == (0,)
 
 
+# --- Reading a row of logits by blocks ---------------------------------------------------------
+
+
+def random_rows(rng, trial: int) -> np.ndarray:
+    """Rows of a random width: many ties, plain floats, or ties with -inf."""
+    rows, width = int(rng.integers(1, 6)), int(rng.integers(1, 700))
+    if trial % 3 == 1:
+        return rng.normal(size=(rows, width)).astype(np.float32)
+    values = rng.integers(0, 4, size=(rows, width)).astype(np.float32)
+    if trial % 3 == 2:
+        values[values == 0] = -np.inf
+    return values
+
+
+@pytest.mark.parametrize("block", [1, 3, 128])
+def test_top_k_by_blocks_is_top_k_exactly_ties_included(block):
+    rng = np.random.default_rng(block)
+    for trial in range(60):
+        values = random_rows(rng, trial)
+        k = int(rng.integers(1, min(values.shape[1], 40) + 1))
+        expected_values, expected_indices = tf.math.top_k(values, k)
+        actual_values, actual_indices = search.top_k_by_blocks(tf.constant(values), k, block)
+        np.testing.assert_array_equal(actual_values, expected_values)
+        np.testing.assert_array_equal(actual_indices, expected_indices)
+
+
 # --- The work per step ---------------------------------------------------------------------
 
 

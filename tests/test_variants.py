@@ -202,6 +202,17 @@ def test_graph_greedy_equals_the_stepwise_decoder_exactly(variant, real_source_i
     )
 
 
+def test_every_variant_decodes_with_bfloat16_matmuls_as_in_float32_but_near_ties(
+    variant, real_source_ids
+):
+    max_length = variant.config.max_decode_length
+    source_ids = tf.constant(real_source_ids)
+    expected = GraphDecoder(variant.model, max_length).greedy(source_ids)
+    actual = GraphDecoder(variant.model, max_length, precision="bfloat16").greedy(source_ids)
+    assert_differs_only_on_near_ties(variant.model, real_source_ids, actual.token_ids,
+                                     expected.token_ids)
+
+
 def test_graph_beam_search_works_for_every_variant(variant, real_source_ids):
     decoder = GraphDecoder(variant.model, variant.config.max_decode_length)
     source_ids = real_source_ids[:40]
