@@ -3,9 +3,10 @@
 A decoding step multiplies a few rows by the recurrent layers' kernels and by the output
 projection (units × target vocabulary, the largest matrix). One sentence at a time a step is
 bound by reading those weights; a batch of 64 is bound by arithmetic. On a CPU with bfloat16
-dot products (AVX512_BF16, AMX) a matmul whose weights are *stored* in bfloat16 is faster in
-both cases: half the bytes to read, and the bfloat16 units (`benchmarks/matmul.py`). Casting
-float32 weights at every step, as Keras' mixed precision does, costs more than it saves; so
+dot products (AVX512_BF16, AMX) a matmul whose weights are *stored* in bfloat16 is as fast at
+one row (TensorFlow's one-row kernel does not read them faster) and 2.4 to 4 times as fast
+from 64 rows on, on the bfloat16 units (`benchmarks/matmul.py`). Casting float32 weights at
+every step, as Keras' mixed precision does, costs more than it saves; so
 `Bfloat16Matmuls` keeps a bfloat16 copy of each matmul's weights, made once, and computes
 everything else — biases, gates, the states, the logits' normalization — in float32.
 
@@ -32,7 +33,8 @@ def resolve_decode_precision(precision: str) -> str:
     """"float32" or "bfloat16" for a `decode_precision`; "auto" looks at this machine.
 
     "auto" is "bfloat16" on a CPU with bfloat16 dot-product instructions and no GPU, where it
-    is faster at every batch size; elsewhere bfloat16 matmuls would be emulated, and slower.
+    is at least as fast at every batch size; without those instructions a bfloat16 product
+    has no faster unit to run on.
     """
     if precision not in DECODE_PRECISIONS:
         raise ValueError(
