@@ -32,7 +32,6 @@ batching and the compiled graph.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import tempfile
@@ -210,11 +209,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     # 1. Model, test split, ids.
-    trained = load_trained_model(args.model_dir)
-    config = dataclasses.replace(
-        trained.config, decode_precision=args.decode_precision or trained.config.decode_precision
-    )
-    trained = dataclasses.replace(trained, config=config)  # what the export decodes with
+    # The export below decodes at the precision the translator gets.
+    trained = load_trained_model(args.model_dir).with_decode_precision(args.decode_precision)
+    config = trained.config
     precision = resolve_decode_precision(config.decode_precision)
     pairs = data_lib.read_pairs(
         data_lib.resolve_data_file(args.data), max_pairs=config.max_pairs, reverse=config.reverse

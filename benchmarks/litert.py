@@ -23,7 +23,6 @@ Ratios are against the SavedModel (or TensorFlow's packages) of the same run.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.metadata
 import json
 import os
@@ -145,8 +144,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     trained = load_trained_model(args.model_dir)
-    config = dataclasses.replace(trained.config, decode_precision=args.decode_precision)
-    trained = dataclasses.replace(trained, config=config)
+    trained = trained.with_decode_precision(args.decode_precision)
     data_file = data_lib.resolve_data_file(args.data)
     references = compare.held_out_references(trained.config, data_file, ("test",))
     sources = list(references)[: args.sources or None]

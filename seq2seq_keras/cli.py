@@ -71,14 +71,6 @@ def add_decode_precision(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def with_decode_precision(trained, decode_precision: str | None):
-    """`trained` with its config's `decode_precision` replaced, when one is given."""
-    if decode_precision is None:
-        return trained
-    config = dataclasses.replace(trained.config, decode_precision=decode_precision)
-    return dataclasses.replace(trained, config=config)
-
-
 def beam_width(text: str) -> int:
     """argparse type of `--beam`: a beam width `config.check_beam_width` accepts."""
     try:
@@ -330,9 +322,8 @@ def load_translator(model_dir: str, decode_precision: str | None = None):
     from seq2seq_keras.model_dir import load_trained_model
     from seq2seq_keras.translator import Translator
 
-    return Translator.from_trained(
-        with_decode_precision(load_trained_model(model_dir), decode_precision)
-    )
+    trained = load_trained_model(model_dir).with_decode_precision(decode_precision)
+    return Translator.from_trained(trained)
 
 
 def run_translate(args: argparse.Namespace) -> None:
@@ -364,7 +355,7 @@ def run_export(args: argparse.Namespace) -> None:
     from seq2seq_keras.translator import signature_names
 
     check_name(args.name)  # before the seconds spent loading the model
-    trained = with_decode_precision(load_trained_model(args.model_dir), args.decode_precision)
+    trained = load_trained_model(args.model_dir).with_decode_precision(args.decode_precision)
     if args.format == "litert":
         from seq2seq_keras.lite.export import export_litert
         from seq2seq_keras.lite.runtime_files import MODEL_FILENAME

@@ -286,14 +286,15 @@ def run_cell(
         output, new_states = step(reading(vectors[t]), stepped, training=False)
         real = reading(is_real[t])[:, None]
         new_states = [tf.where(real, new, old) for new, old in zip(new_states, stepped)]
-        output = tf.where(real, output, tf.zeros_like(output))
-        if not list_free:  # the rows past their end keep their states and output 0
+        if not list_free:  # the rows past their end keep their states
             new_states = [tf.concat([new, old[active[t]:]], axis=0)
                           for new, old in zip(new_states, states)]
             for new, old in zip(new_states, states):
                 new.set_shape(old.shape)  # every row again, as the loop requires
-            output = tf.concat([output, tf.zeros_like(states[0][active[t]:])], axis=0)
-        if keep_outputs:
+        if keep_outputs:  # 0 on padding and past a row's end
+            output = tf.where(real, output, tf.zeros_like(output))
+            if not list_free:
+                output = tf.concat([output, tf.zeros_like(states[0][active[t]:])], axis=0)
             outputs = write(outputs, t, output)
         return t + 1, tuple(new_states), outputs
 

@@ -60,7 +60,6 @@ class GraphDecoder(tf.Module):
     ):
         super().__init__(name=name)
         self.layers = ModelLayers.find(training_model)
-        self.precision = precision
         if runner is None:
             runner = self.precision_runner(precision)
         self.runner = runner

@@ -48,6 +48,14 @@ class TrainedModel:
     source_vocabulary: list[str]
     target_vocabulary: list[str]
 
+    def with_decode_precision(self, decode_precision: str | None) -> "TrainedModel":
+        """The same model with its config's `decode_precision` replaced (None: unchanged), as
+        `translate`, `evaluate` and `export` apply `--decode-precision`."""
+        if decode_precision is None:
+            return self
+        config = dataclasses.replace(self.config, decode_precision=decode_precision)
+        return dataclasses.replace(self, config=config)
+
 
 def write_model_files(directory: Path, trained: TrainedModel) -> None:
     """Write the model, config and vocabularies into an existing directory (not atomic)."""

@@ -4,7 +4,6 @@ A bfloat16 cell must compute what the Keras cell computes, up to bfloat16's roun
 matmuls; a decoder over them must translate as the float32 one does except on near-ties.
 """
 
-import dataclasses
 
 import keras
 import numpy as np
@@ -110,8 +109,8 @@ def test_a_bfloat16_decoder_translates_as_float32_except_on_near_ties(
 
 def test_an_exported_bfloat16_translator_translates_as_in_python(half_trained_model, tmp_path):
     tiny = half_trained_model
-    config = dataclasses.replace(tiny.config, decode_precision="bfloat16")
-    trained = TrainedModel(config, tiny.model, tiny.source_vocabulary, tiny.target_vocabulary)
+    trained = TrainedModel(tiny.config, tiny.model, tiny.source_vocabulary,
+                           tiny.target_vocabulary).with_decode_precision("bfloat16")
     translator = Translator.from_trained(trained)
     assert translator.module.decode_precision == "bfloat16"
     sentences = [source for source, _ in TINY_PAIRS]

@@ -62,8 +62,8 @@ print(json.dumps({
 
 def as_trained(tiny) -> TrainedModel:
     """The tiny model, its translator decoding in float32: what the LiteRT export computes."""
-    config = dataclasses.replace(tiny.config, decode_precision="float32")
-    return TrainedModel(config, tiny.model, tiny.source_vocabulary, tiny.target_vocabulary)
+    trained = TrainedModel(tiny.config, tiny.model, tiny.source_vocabulary, tiny.target_vocabulary)
+    return trained.with_decode_precision("float32")
 
 
 @pytest.fixture(scope="module", params=["word", "wordpiece"])
