@@ -25,6 +25,16 @@ Variants (`--variants`, comma-separated; the default runs `plain,padded,default`
                   the default at another batch size
     threads_1_2, threads_2_1
                   the default with intra-op / inter-op thread pools of the given sizes
+    previous      the step as the previous version computed it: Keras' `ignore_class`
+                  cross-entropy, no output projection
+    fused_loss    previous + `model.MaskedCrossEntropy` (one fused softmax cross-entropy)
+    factorized    previous + a factorized output layer (`--output-projection-dim 256`)
+
+With `--breakdown` every variant also times, on the same batch shapes, where a step's time goes:
+the output projection with the loss (forward and backward of the softmax layer and the loss on
+the decoder's outputs), the optimizer's update, and the rest (embeddings and the recurrent loops
+of the encoder and the decoder, forward and backward); and the input pipeline alone (batches
+pulled without training: prefetching overlaps it with the steps).
 
 Every variant runs in its own process: thread pools must be set before TensorFlow starts, and
 peak memory is per process. The vocabularies are built once, by a first child. The length-bucket
@@ -57,10 +67,13 @@ import tensorflow as tf  # noqa: E402
 
 from seq2seq_keras import callbacks as callbacks_lib  # noqa: E402
 from seq2seq_keras import data as data_lib  # noqa: E402
+from seq2seq_keras import hardware  # noqa: E402
+from seq2seq_keras import model as model_lib  # noqa: E402
 from seq2seq_keras import pipeline as pipeline_lib  # noqa: E402
 from seq2seq_keras import tokenizers  # noqa: E402
 from seq2seq_keras import train as train_lib  # noqa: E402
 from seq2seq_keras.config import Seq2SeqConfig  # noqa: E402
+from seq2seq_keras.text import PAD_ID  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +86,8 @@ class Variant:
     jit_compile: bool | str = "auto"
     intra_op_threads: int = 0  # 0: TensorFlow's default (one per core)
     inter_op_threads: int = 0
+    keras_loss: bool = False  # Keras' `ignore_class` cross-entropy instead of `MaskedCrossEntropy`
+    output_projection_dim: int | None = None  # None: the config's default
 
 
 VARIANTS = {
@@ -91,6 +106,11 @@ VARIANTS = {
                            inter_op_threads=2),
     "threads_2_1": Variant("default, intra-op 2 / inter-op 1 threads", intra_op_threads=2,
                            inter_op_threads=1),
+    "previous": Variant("the previous default: Keras' ignore_class loss, no output projection",
+                        keras_loss=True, output_projection_dim=0),
+    "fused_loss": Variant("previous + fused masked cross-entropy", output_projection_dim=0),
+    "factorized": Variant("previous + factorized output layer (256)", keras_loss=True,
+                          output_projection_dim=256),
 }
 
 
@@ -112,6 +132,8 @@ def main() -> None:
                         help="measure every variant this many times, interleaved; keep the best")
     parser.add_argument("--max-pairs", type=int, default=0,
                         help="use only the first N pairs (0: all; small values for a smoke test)")
+    parser.add_argument("--breakdown", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the parts of a step and the input pipeline (default: on)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--tokens", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -134,13 +156,14 @@ def main() -> None:
         matmul, results, rounds = {}, {}, {name: [] for name in names}
         for round_index in range(args.rounds):
             for dtype, rate in run_child(["--worker", "matmul"]).items():
-                matmul[dtype] = max(rate, matmul.get(dtype, 0))
+                matmul[dtype] = max(rate, matmul.get(dtype, 0)) if rate == rate else rate
             for name in names:
                 result = run_child(
                     ["--worker", name, "--tokens", str(tokens_file), *data_args(args),
                      "--steps", str(args.steps),
                      "--warmup", str(args.warmup), "--train-seconds", str(args.train_seconds),
-                     "--train-steps", str(args.train_steps)]
+                     "--train-steps", str(args.train_steps),
+                     "--breakdown" if args.breakdown else "--no-breakdown"]
                 )
                 rounds[name].append(result["tokens_per_second"])
                 if result["tokens_per_second"] >= results.get(name, {}).get("tokens_per_second", 0):
@@ -169,6 +192,8 @@ def print_report(results: dict, matmul: dict, args, load: tuple[float, float]) -
     print()
     print(f"{os.cpu_count()} CPUs; 1-minute load average {load[0]:.1f} before, {load[1]:.1f} after "
           "(above ~1, other processes shared the cores and every rate is low)")
+    print(f"CPU: {hardware.describe_cpu()}; precision auto here: "
+          f"{train_lib.resolve_precision('auto')}")
     print(f"matmul 4096x4096 in this run: float32 {float32_peak:.0f} GFLOP/s, "
           f"bfloat16 {matmul['bfloat16']:.0f} GFLOP/s")
     print(f"{args.steps} timed steps after {args.warmup} warm-up steps, best of {args.rounds} "
@@ -194,11 +219,34 @@ def print_report(results: dict, matmul: dict, args, load: tuple[float, float]) -
         print(line)
     for name, result in results.items():
         print(f"  {name}: {VARIANTS[name].description}")
+    if args.breakdown:
+        print_breakdown(results)
     rate = {name: result["tokens_per_second"] for name, result in results.items()}
+    if "previous" in rate:
+        for name in rate:
+            if name != "previous":
+                print(f"{name} over previous: {rate[name] / rate['previous']:.2f}")
     if "default" in rate and "padded" in rate:
         print(f"speedup over padded: {rate['default'] / rate['padded']:.2f}")
     if "default" in rate and "plain" in rate:
         print(f"speedup: {rate['default'] / rate['plain']:.2f}")
+
+
+def print_breakdown(results: dict) -> None:
+    """Milliseconds per step of each part, and their shares of the measured step."""
+    print()
+    print("where a step's time goes (ms per step; parts timed alone on the same batch shapes):")
+    print(f"{'variant':<12} {'step':>7} {'projection+loss':>16} {'optimizer':>10} "
+          f"{'recurrent+rest':>15} {'input pipeline':>15}")
+    for name, result in results.items():
+        parts = result["breakdown"]
+        step = 1000 * result["seconds"] / result["steps"]
+        rest = step - parts["projection_loss_ms"] - parts["optimizer_ms"]
+        print(f"{name:<12} {step:>7.1f} "
+              f"{parts['projection_loss_ms']:>8.1f} ({parts['projection_loss_ms'] / step:>4.0%}) "
+              f"{parts['optimizer_ms']:>4.1f} ({parts['optimizer_ms'] / step:>3.0%}) "
+              f"{rest:>7.1f} ({rest / step:>4.0%}) {parts['pipeline_ms']:>7.1f} "
+              f"({parts['pipeline_ms'] / step:>4.0%})")
 
 
 # --- The children ------------------------------------------------------------------------------
@@ -208,19 +256,26 @@ def run_variant(args) -> dict:
     if args.worker == "prepare":
         return prepare(args)
     if args.worker == "matmul":
-        return {"float32": matmul_gflops("float32"), "bfloat16": matmul_gflops("bfloat16")}
+        # Without bfloat16 dot products (or with oneDNN capped below them) a bfloat16 matmul is
+        # emulated: not a baseline worth a column, and under the cap TensorFlow can abort on it.
+        native = hardware.cpu_has_native_bfloat16()
+        return {"float32": matmul_gflops("float32"),
+                "bfloat16": matmul_gflops("bfloat16") if native else float("nan")}
     variant = VARIANTS[args.worker]
     if variant.intra_op_threads:
         tf.config.threading.set_intra_op_parallelism_threads(variant.intra_op_threads)
     if variant.inter_op_threads:
         tf.config.threading.set_inter_op_parallelism_threads(variant.inter_op_threads)
 
+    use_previous_step(variant)
     config = dataclasses.replace(
         Seq2SeqConfig(),
         batch_size=variant.batch_size,
         precision=train_lib.resolve_precision(variant.precision),
         jit_compile=variant.jit_compile,
     )
+    if variant.output_projection_dim is not None:
+        config = dataclasses.replace(config, output_projection_dim=variant.output_projection_dim)
     train_tokens, validation_tokens = load_tokens(args.tokens)
     streams_text = variant.pipeline in ("buckets", "boundaries")
     train_pairs = load_text_pairs(args, config) if streams_text else None
@@ -250,7 +305,10 @@ def run_variant(args) -> dict:
     model.fit(batches(), steps_per_epoch=args.warmup + args.steps, epochs=1, verbose=0,
               callbacks=[timer])
     seconds = timer.seconds()
+    breakdown = time_parts(model, config, shapes, batches, args) if args.breakdown else None
     result = {
+        "steps": args.steps,
+        "breakdown": breakdown,
         "precision": config.precision,
         "batch_size": config.batch_size,
         "tokens_per_second": real_target / seconds,
@@ -279,6 +337,71 @@ def run_variant(args) -> dict:
         result["trained_steps"] = counter.steps
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
+
+
+def use_previous_step(variant: Variant) -> None:
+    """Build the step as the previous version did, where the variant asks for it: with Keras'
+    `ignore_class` cross-entropy."""
+    if variant.keras_loss:
+        model_lib.MaskedCrossEntropy = lambda: keras.losses.SparseCategoricalCrossentropy(
+            ignore_class=PAD_ID
+        )
+
+
+def time_parts(model, config, shapes, batches, args) -> dict:
+    """Milliseconds per step of the parts of a step, timed alone over the timed steps' shapes.
+
+    - projection_loss_ms: forward and backward of the softmax layer and the compiled loss on
+      decoder outputs of each batch's shape;
+    - optimizer_ms: one optimizer update of every weight (gradients given);
+    - pipeline_ms: pulling one batch from the input pipeline, without training.
+    """
+    dense = model.get_layer(model_lib.DECODER_DENSE)
+    loss_function = model.loss
+
+    @tf.function(reduce_retracing=True)
+    def projection_and_loss(outputs, target):
+        with tf.GradientTape() as tape:
+            tape.watch(outputs)
+            loss = loss_function(target, dense(outputs))
+        return tape.gradient(loss, [outputs, *dense.trainable_variables])
+
+    dtype = dense.compute_dtype
+    inputs = []
+    for _, _, _, _, batch, _, target_len in shapes:
+        outputs = tf.cast(tf.random.normal([batch, target_len, config.units]), dtype)
+        target = tf.random.uniform([batch, target_len], 1, config.target_vocab_size, tf.int64)
+        inputs.append((outputs, target))
+    for outputs, target in inputs[:3]:  # trace once per shape seen first
+        projection_and_loss(outputs, target)
+
+    def timed(function) -> float:
+        started = time.perf_counter()
+        function()
+        return 1000 * (time.perf_counter() - started) / len(inputs)
+
+    def run_projection():
+        for outputs, target in inputs:
+            gradients = projection_and_loss(outputs, target)
+        float(tf.reduce_sum(gradients[-1]))
+
+    variables = model.trainable_variables
+    gradients = [tf.zeros_like(variable) for variable in variables]
+    apply = tf.function(lambda: model.optimizer.apply(gradients, variables))
+    apply()
+
+    def run_optimizer():
+        for _ in inputs:
+            apply()
+        float(tf.reduce_sum(variables[0]))
+
+    def run_pipeline():
+        for _ in batches().skip(args.warmup).take(len(inputs)):
+            pass
+
+    run_projection()
+    return {"projection_loss_ms": timed(run_projection), "optimizer_ms": timed(run_optimizer),
+            "pipeline_ms": timed(run_pipeline)}
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -312,15 +435,20 @@ def step_flops(config, batch: int, source_len: int, target_len: int) -> float:
     gradients for inputs and for weights). LSTM: 2·(embedding+units)·4·units per position;
     output projection: 2·units·vocab per target position. Element-wise work is left out."""
     lstm = 2 * (config.embedding_dim + config.units) * 4 * config.units
-    projection = 2 * config.units * config.target_vocab_size
-    return 3 * batch * (source_len * lstm + target_len * (lstm + projection))
+    return 3 * batch * (source_len * lstm + target_len * (lstm + output_layer_flops(config)))
+
+
+def output_layer_flops(config) -> int:
+    """Forward FLOPs of the softmax layer's matmuls for one target position."""
+    if config.output_projection_dim:
+        return 2 * config.output_projection_dim * (config.units + config.target_vocab_size)
+    return 2 * config.units * config.target_vocab_size
 
 
 def token_flops(config, source_tokens: int, target_tokens: int) -> float:
     """The same FLOPs counted over real tokens only: the work a perfectly packed batch does."""
     lstm = 2 * (config.embedding_dim + config.units) * 4 * config.units
-    projection = 2 * config.units * config.target_vocab_size
-    return 3 * (source_tokens * lstm + target_tokens * (lstm + projection))
+    return 3 * (source_tokens * lstm + target_tokens * (lstm + output_layer_flops(config)))
 
 
 def make_pipeline(name: str, tokens, text_pairs, config):

@@ -4,7 +4,8 @@ Every one of them survives a restart: a resumed run continues the same time budg
 stopping and epoch numbering, and a loss that turns NaN never reaches a checkpoint.
 
 1. `TimeBudget` and `StopOnNaN` stop training; `ResumableEarlyStopping` stops it too and keeps
-   the best epoch's weights.
+   the best epoch's weights; `LearningRateSchedule` warms the learning rate up and decays it
+   by the run's end.
 2. `Checkpoint` saves the run into a `checkpoints.CheckpointStore` and writes `history.csv`.
 3. `EpochProgbar` is Keras' progress bar with the run's epoch numbers.
 
@@ -116,6 +117,66 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
     def get_state(self) -> dict:
         return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
+
+
+WARMUP_SHARE_LIMIT = 10  # the warm-up takes at most 1/10 of a run's steps
+
+
+class LearningRateSchedule(keras.callbacks.Callback):
+    """Set Adam's learning rate before every batch from how far the run has come.
+
+    Warm-up: the rate rises linearly from 0 to `peak` over the first `warmup_steps` steps (at
+    most a tenth of `total_steps`).
+    Decay: a cosine from `peak` down to `final_fraction` × `peak` at the run's end. How far the
+    run has come is the larger of its share of `total_steps` (the epochs) and its share of the
+    time budget, so the decay ends when the run does, whichever limit stops it. Both shares
+    come from the run's own records (`RunState` and `TimeBudget`), so a resumed run continues
+    the schedule where it stood.
+    """
+
+    def __init__(
+        self,
+        peak: float,
+        warmup_steps: int,
+        final_fraction: float,
+        total_steps: int,
+        steps_per_epoch: int,
+        state: RunState,
+        time_budget: TimeBudget,
+    ):
+        super().__init__()
+        self.peak = peak
+        # A short run (few epochs of few batches) warms up for a tenth of its steps at most.
+        self.warmup_steps = min(warmup_steps, total_steps // WARMUP_SHARE_LIMIT)
+        self.final_fraction = final_fraction
+        self.total_steps = total_steps
+        self.steps_per_epoch = steps_per_epoch
+        self.state = state
+        self.time_budget = time_budget
+
+    def progress(self) -> float:
+        """The run's share done, in [0, 1]: of its steps or of its time, whichever is ahead."""
+        steps = self.steps_done() / max(self.total_steps, 1)
+        budget = self.time_budget.seconds
+        seconds = self.time_budget.elapsed() / budget if budget else 0.0
+        return min(max(steps, seconds), 1.0)
+
+    def steps_done(self) -> int:
+        return self.state.epoch * self.steps_per_epoch + self.state.batch
+
+    def rate(self) -> float:
+        """The learning rate for the next step."""
+        if self.steps_done() < self.warmup_steps:
+            return self.peak * (self.steps_done() + 1) / self.warmup_steps
+        cosine = 0.5 * (1.0 + math.cos(math.pi * self.progress()))
+        return self.peak * (self.final_fraction + (1.0 - self.final_fraction) * cosine)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.optimizer.learning_rate.assign(self.rate())
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = self.rate()
 
 
 # --- 2. Checkpointing ------------------------------------------------------------------------

@@ -17,9 +17,11 @@ import sys
 from seq2seq_keras.config import (
     ATTENTIONS,
     CELLS,
+    DEFAULT_BEAM_WIDTH,
     DEFAULT_EXPORT_ROOT,
     DECODE_PRECISIONS,
     DEFAULT_VOCAB_SIZES,
+    LEARNING_RATE_SCHEDULES,
     PRECISIONS,
     STRATEGIES,
     TOKENIZERS,
@@ -138,6 +140,20 @@ def add_train(commands) -> None:
                        help=f"sentence pairs per batch (default: {defaults.batch_size})")
     train.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
                        help=f"Adam learning rate (default: {defaults.learning_rate})")
+    train.add_argument("--learning-rate-schedule", default=defaults.learning_rate_schedule,
+                       choices=LEARNING_RATE_SCHEDULES,
+                       help="constant, or cosine: warm up over --warmup-steps, then decay to "
+                       f"{defaults.final_learning_rate_fraction:g} x the rate by the end of the "
+                       f"epochs or of --max-minutes (default: {defaults.learning_rate_schedule})")
+    train.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps,
+                       help=f"with --learning-rate-schedule cosine (default: {defaults.warmup_steps})")
+    train.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing,
+                       help="label smoothing of the training loss; the validation loss stays the "
+                       f"plain cross-entropy (default: {defaults.label_smoothing:g})")
+    train.add_argument("--output-projection-dim", type=int, default=None,
+                       help="project the decoder's outputs to this size before the softmax layer "
+                       "(a factorized output layer, fewer multiply-adds; 0: none) "
+                       "(default: half of --units)")
     train.add_argument("--max-minutes", type=float, default=defaults.max_train_seconds / 60,
                        help="stop training after this many minutes (0: no limit)")
     train.add_argument("--reverse-source", action=argparse.BooleanOptionalAction, default=None,
@@ -181,8 +197,9 @@ def add_translate(commands) -> None:
         "sentence per line from standard input and writes one translation per line.",
     )
     add_model_dir(translate)
-    translate.add_argument("--beam", type=beam_width, default=1, metavar="K",
-                           help="beam search with K hypotheses (default: 1, greedy decoding)")
+    translate.add_argument("--beam", type=beam_width, default=None, metavar="K",
+                           help=f"beam search with K hypotheses; 1 is greedy decoding (default: "
+                           f"{DEFAULT_BEAM_WIDTH}, or 1 with --sample)")
     translate.add_argument("--sample", action="store_true",
                            help="sample each token from the model's distribution instead of "
                            "searching (see --temperature, --seed)")
@@ -207,9 +224,9 @@ def add_evaluate(commands) -> None:
     )
     add_model_dir(evaluate)
     add_data(evaluate)
-    evaluate.add_argument("--beam", type=beam_width, default=4, metavar="K",
-                          help="also score beam search with K hypotheses (default: 4; 1 scores "
-                          "greedy decoding only)")
+    evaluate.add_argument("--beam", type=beam_width, default=DEFAULT_BEAM_WIDTH, metavar="K",
+                          help=f"also score beam search with K hypotheses (default: "
+                          f"{DEFAULT_BEAM_WIDTH}; 1 scores greedy decoding only)")
     add_decode_precision(evaluate)
 
 
@@ -275,6 +292,10 @@ def config_from_args(args: argparse.Namespace):
         embedding_dim=args.embedding_dim,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
+        learning_rate_schedule=args.learning_rate_schedule,
+        warmup_steps=args.warmup_steps,
+        label_smoothing=args.label_smoothing,
+        output_projection_dim=args.output_projection_dim,
         max_train_seconds=args.max_minutes * 60,
         reverse=args.reverse,
         reverse_source=args.reverse_source,
@@ -301,9 +322,14 @@ def run_train(args: argparse.Namespace) -> None:
     print(f"trained in {result.seconds / 60:.1f} min, {len(result.history.get('loss', []))} "
           f"epochs (stopped by: {result.stop_reason}); model written to {result.model_dir}")
     translator = Translator.from_trained(result.trained)
-    report_test_scores(translator, data_lib.references_by_source(result.prepared.splits.test))
+    references = data_lib.references_by_source(result.prepared.splits.test)
+    report_test_scores(translator, references, label=" (greedy)")
+    report_test_scores(translator, references, f" (beam {DEFAULT_BEAM_WIDTH})",
+                       beam_width=DEFAULT_BEAM_WIDTH)
     if not config.reverse:
-        for sentence, translation in zip(SAMPLE_SENTENCES, translator.translate(list(SAMPLE_SENTENCES))):
+        samples = translator.translate(list(SAMPLE_SENTENCES), beam_width=DEFAULT_BEAM_WIDTH)
+        print(f"sample translations (beam {DEFAULT_BEAM_WIDTH}):")
+        for sentence, translation in zip(SAMPLE_SENTENCES, samples):
             print(f"{sentence}  →  {translation}")
 
 
@@ -419,8 +445,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; return the process exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "translate" and args.sample and args.beam > 1:
-        parser.error("translate --sample draws tokens instead of searching: drop --beam")
+    if args.command == "translate":
+        if args.sample and (args.beam or 1) > 1:
+            parser.error("translate --sample draws tokens instead of searching: drop --beam")
+        # Beam search by default, as OpenNMT, fairseq and Marian translate; sampling draws.
+        args.beam = args.beam or (1 if args.sample else DEFAULT_BEAM_WIDTH)
     if args.command == "export" and args.quantize != "none" and args.format != "litert":
         parser.error("--quantize applies to --format litert only")
     if args.command == "export" and args.format == "litert" and args.decode_precision == "bfloat16":

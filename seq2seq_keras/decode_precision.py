@@ -23,7 +23,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from seq2seq_keras import train as train_lib
+from seq2seq_keras import hardware
 from seq2seq_keras.config import DECODE_PRECISIONS
 from seq2seq_keras.decode import run_cells, step_cell
 from seq2seq_keras.model import ModelLayers
@@ -42,7 +42,7 @@ def resolve_decode_precision(precision: str) -> str:
         )
     if precision != "auto":
         return precision
-    if tf.config.list_physical_devices("GPU") or not train_lib.cpu_has_native_bfloat16():
+    if tf.config.list_physical_devices("GPU") or not hardware.cpu_has_native_bfloat16():
         return "float32"
     return "bfloat16"
 
@@ -176,8 +176,13 @@ class Bfloat16Matmuls(tf.Module):
         self.cells = {
             self.key(cell): BFLOAT16_CELLS[type(cell)](cell) for cell in recurrent_cells(layers)
         }
-        self.projection = bfloat16_copy(layers.decoder_dense.kernel)
-        self.projection_bias = float32_copy(layers.decoder_dense.bias)
+        dense = layers.decoder_dense
+        # A factorized output layer (`output_projection_dim`) first projects the outputs.
+        self.output_projection = (
+            bfloat16_copy(dense.projection) if getattr(dense, "projection_dim", 0) else None
+        )
+        self.projection = bfloat16_copy(dense.kernel)
+        self.projection_bias = float32_copy(dense.bias)
 
     @staticmethod
     def key(cell) -> str:
@@ -193,5 +198,7 @@ class Bfloat16Matmuls(tf.Module):
         return step_cell(layer, inputs, states, cell_of=self.cell_of)
 
     def logits(self, dense, vectors):
-        del dense  # its weights are copied in `projection`
+        del dense  # its weights are copied in `output_projection` and `projection`
+        if self.output_projection is not None:
+            vectors = matmul(vectors, self.output_projection)
         return matmul(vectors, self.projection) + self.projection_bias

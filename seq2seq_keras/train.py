@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -32,11 +31,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from seq2seq_keras import checkpoints, distribute, pipeline
+from seq2seq_keras import checkpoints, distribute, hardware, pipeline
 from seq2seq_keras import data as data_lib
 from seq2seq_keras.callbacks import (
     Checkpoint,
     EpochProgbar,
+    LearningRateSchedule,
     ResumableEarlyStopping,
     StopOnNaN,
     TimeBudget,
@@ -68,6 +68,7 @@ def resolve_precision(precision: str) -> str:
     instructions (AVX512_BF16 or AMX: EPYC Zen 4/5, Xeon Cooper Lake and later) and "float32"
     elsewhere: there bfloat16 would be emulated, and slower. Measured on a 2-core EPYC with
     AVX512_BF16, a bfloat16 matmul runs 2.5× as fast as a float32 one (docs/training.md).
+    `ONEDNN_MAX_CPU_ISA=AVX2` makes such a CPU choose as an AVX2-only one (`hardware`).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}.")
@@ -75,16 +76,7 @@ def resolve_precision(precision: str) -> str:
         return precision
     if tf.config.list_physical_devices("GPU"):
         return "mixed_float16"
-    return "mixed_bfloat16" if cpu_has_native_bfloat16() else "float32"
-
-
-def cpu_has_native_bfloat16() -> bool:
-    """Whether the CPU advertises bfloat16 dot products (Linux `/proc/cpuinfo`; else False)."""
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return re.search(r"\b(avx512_bf16|amx_bf16)\b", cpuinfo) is not None
+    return "mixed_bfloat16" if hardware.cpu_has_native_bfloat16() else "float32"
 
 
 def build_model(
@@ -182,7 +174,9 @@ def train(
 
     # 3. The callbacks, continuing from where the checkpoint left off.
     steps_per_epoch = pipeline.count_batches(prepared.train_pairs, config, replicas)
-    run = make_callbacks(config, store, state, best_weights, strategy, writes_files, logdir)
+    run = make_callbacks(
+        config, store, state, best_weights, strategy, writes_files, logdir, steps_per_epoch
+    )
 
     # 4. Fit, from the checkpoint's position to the end.
     fit(model, prepared, config, state, steps_per_epoch, run.callbacks, replicas, verbose)
@@ -253,11 +247,13 @@ def make_callbacks(
     strategy: tf.distribute.Strategy,
     writes_files: bool,
     logdir: str | os.PathLike | None,
+    steps_per_epoch: int,
 ) -> RunCallbacks:
     """The run's callbacks, continuing from `state`.
 
     Order matters at an epoch's end: early stopping and the time budget decide first, then the
-    checkpoint records their decision.
+    checkpoint records their decision. The learning-rate schedule comes first of all, so that
+    the epoch's logs carry its rate when the checkpoint records them.
     """
     nan_guard = StopOnNaN()
     early_stopping = ResumableEarlyStopping(config.patience, state.early_stopping, best_weights)
@@ -271,6 +267,12 @@ def make_callbacks(
         store, state, config, early_stopping, config.checkpoint_seconds, enabled=writes_files
     )
     callbacks = [nan_guard, early_stopping, time_budget, checkpoint, EpochProgbar(config.epochs)]
+    if config.learning_rate_schedule == "cosine":
+        schedule = LearningRateSchedule(
+            config.learning_rate, config.warmup_steps, config.final_learning_rate_fraction,
+            config.epochs * steps_per_epoch, steps_per_epoch, state, time_budget,
+        )
+        callbacks.insert(0, schedule)
     if logdir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(logdir)))
     return RunCallbacks(nan_guard, early_stopping, time_budget, callbacks)

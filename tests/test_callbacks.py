@@ -128,3 +128,61 @@ def test_the_progress_bar_counts_epochs_of_the_whole_run():
     progbar = callbacks.EpochProgbar(total_epochs=20)
     progbar.set_params({"epochs": 3, "steps": 100, "verbose": 1})
     assert progbar.epochs == 20 and progbar.target == 100
+
+
+# --- The learning-rate schedule ---------------------------------------------------------------
+
+
+def schedule_over(model, total_steps=1000, budget_seconds=0.0, warmup_steps=100, spent=0.0):
+    """A cosine schedule with peak 1e-3, warm-up, decay to 2%, over 10 epochs of 100 steps."""
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    state = checkpoints.RunState()
+    budget = callbacks.TimeBudget(budget_seconds, spent=spent)
+    schedule = callbacks.LearningRateSchedule(1e-3, warmup_steps, 0.02, total_steps, 100, state,
+                                              budget)
+    return attached(schedule, model), state, budget
+
+
+def rate_at(schedule, state, step: int) -> float:
+    state.epoch, state.batch = divmod(step, schedule.steps_per_epoch)
+    schedule.on_train_batch_begin(state.batch)
+    return float(schedule.model.optimizer.learning_rate)
+
+
+def test_the_rate_warms_up_linearly_then_decays_along_a_cosine_to_its_floor(model):
+    schedule, state, _ = schedule_over(model)
+    assert rate_at(schedule, state, 0) == pytest.approx(1e-5)  # 1/100 of the peak
+    assert rate_at(schedule, state, 49) == pytest.approx(5e-4)
+    assert rate_at(schedule, state, 99) == pytest.approx(1e-3)
+    # Halfway through the run the cosine is halfway down: (1 + 0.02) / 2 of the peak.
+    assert rate_at(schedule, state, 500) == pytest.approx(0.51e-3)
+    assert rate_at(schedule, state, 1000) == pytest.approx(0.02e-3)
+    rates = [rate_at(schedule, state, step) for step in range(100, 1001, 50)]
+    assert rates == sorted(rates, reverse=True)
+
+
+def test_the_time_budget_ends_the_decay_when_it_binds_first(model):
+    # 10 epochs would take 1,000 steps, but the budget says the run is 3/4 over after 100.
+    schedule, state, budget = schedule_over(model, budget_seconds=100.0, spent=75.0)
+    expected = 1e-3 * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * 0.75)))
+    assert rate_at(schedule, state, 100) == pytest.approx(expected, rel=1e-3)
+    budget.spent = 500.0  # past the budget: the floor, never below
+    assert rate_at(schedule, state, 100) == pytest.approx(0.02e-3)
+
+
+def test_a_short_run_warms_up_for_a_tenth_of_its_steps(model):
+    schedule, state, _ = schedule_over(model, total_steps=50, warmup_steps=200)
+    assert schedule.warmup_steps == 5
+    assert rate_at(schedule, state, 4) == pytest.approx(1e-3)
+
+
+def test_a_resumed_run_continues_the_schedule_where_it_stood(model):
+    schedule, state, _ = schedule_over(model)
+    before = rate_at(schedule, state, 612)
+    resumed, resumed_state, _ = schedule_over(model)
+    resumed_state.epoch, resumed_state.batch = 6, 12  # what a checkpoint restores
+    resumed.on_train_batch_begin(0)
+    assert float(model.optimizer.learning_rate) == pytest.approx(before)
+    logs = {}
+    resumed.on_epoch_end(6, logs)
+    assert logs["learning_rate"] == pytest.approx(before)

@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from conftest import PROJECT_ROOT
+from seq2seq_keras import cli
 
 
 def run_cli(*args, stdin: str = "", env_extra=None):
@@ -63,6 +64,36 @@ def test_decode_precision_is_a_choice_and_litert_refuses_bfloat16(tmp_path):
     assert "Traceback" not in litert.stderr
 
 
+class RecordingTranslator:
+    """Stands in for a loaded translator: records each call's search, translates to "x"."""
+
+    def __init__(self):
+        self.calls = []
+
+    def translate(self, sentences, beam_width=1, temperature=None, seed=0):
+        self.calls.append((beam_width, temperature))
+        return ["x"] * len(sentences)
+
+
+@pytest.mark.parametrize("flags, search", [
+    ((), (4, None)),  # beam 4 by default, as OpenNMT, fairseq and Marian
+    (("--beam", "1"), (1, None)),  # greedy on request
+    (("--beam", "7"), (7, None)),
+    (("--sample", "--temperature", "0.5"), (1, 0.5)),  # sampling draws, no beam
+])
+def test_translate_searches_with_beam_4_unless_told_otherwise(monkeypatch, capsys, flags, search):
+    translator = RecordingTranslator()
+    monkeypatch.setattr(cli, "load_translator", lambda model_dir, precision=None: translator)
+    assert cli.main(["translate", *flags, "Thank you."]) == 0
+    assert translator.calls == [search] and capsys.readouterr().out == "x\n"
+
+
+def test_sampling_with_a_beam_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["translate", "--sample", "--beam", "4", "Thank you."])
+    assert exit_info.value.code == 2 and "drop --beam" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_train_translate_evaluate_end_to_end(spa_eng_path, tmp_path):
     model_dir = tmp_path / "model"
@@ -71,7 +102,9 @@ def test_train_translate_evaluate_end_to_end(spa_eng_path, tmp_path):
         "--units", "32", "--embedding-dim", "16", "--model-dir", str(model_dir), "--verbose", "2",
     )
     assert trained.returncode == 0, trained.stderr[-3000:]
-    assert "test split: BLEU" in trained.stdout and "Thank you.  →" in trained.stdout
+    assert "test split (greedy): BLEU" in trained.stdout
+    assert "test split (beam 4): BLEU" in trained.stdout
+    assert "sample translations (beam 4):\nThank you.  →" in trained.stdout
     assert "malformed lines skipped: none" in trained.stderr
     names = {path.name for path in model_dir.iterdir()}
     assert {"model.keras", "config.json", "source_vocabulary.txt", "target_vocabulary.txt",

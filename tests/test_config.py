@@ -15,7 +15,11 @@ def test_missing_keys_default_and_unknown_keys_are_rejected():
     # A config without "tokenizer" predates the choice: its model was trained on words, while
     # a new config defaults to WordPiece.
     assert Seq2SeqConfig().tokenizer == "wordpiece"
-    assert Seq2SeqConfig.from_json('{"units": 8}') == Seq2SeqConfig(units=8, tokenizer="word")
+    # Nor had it the factorized output layer, a learning-rate schedule or label smoothing.
+    assert Seq2SeqConfig.from_json('{"units": 8}') == Seq2SeqConfig(
+        units=8, tokenizer="word", output_projection_dim=0, learning_rate_schedule="constant",
+        label_smoothing=0.0,
+    )
     assert Seq2SeqConfig.from_json(Seq2SeqConfig().to_json()).tokenizer == "wordpiece"
     with pytest.raises(ValueError, match="unknown keys \\['colour'\\]"):
         Seq2SeqConfig.from_json('{"colour": "blue"}')
@@ -24,3 +28,21 @@ def test_missing_keys_default_and_unknown_keys_are_rejected():
 def test_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         Seq2SeqConfig().units = 3
+
+
+def test_the_output_projection_defaults_to_half_the_units_and_is_recorded(tmp_path):
+    assert Seq2SeqConfig().output_projection_dim == 256
+    assert Seq2SeqConfig(units=32).output_projection_dim == 16
+    assert Seq2SeqConfig(units=32, output_projection_dim=0).output_projection_dim == 0
+    Seq2SeqConfig(units=32).save(tmp_path)
+    assert '"output_projection_dim": 16' in (tmp_path / "config.json").read_text()
+
+
+@pytest.mark.parametrize("field, value", [
+    ("label_smoothing", 1.0), ("label_smoothing", -0.1), ("output_projection_dim", -1),
+    ("learning_rate_schedule", "linear"), ("warmup_steps", -1),
+    ("final_learning_rate_fraction", 1.5),
+])
+def test_a_recipe_setting_out_of_range_is_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        Seq2SeqConfig(**{field: value})

@@ -64,8 +64,9 @@ def test_stepwise_decoder_stops_at_end_and_respects_max_length(overfit_model):
 
 @pytest.fixture(scope="module")
 def half_trained_model(tiny_config):
-    """Less peaked than `overfit_model`: near-ties that would expose any numeric difference."""
-    return build_tiny(tiny_config, TINY_PAIRS, epochs=8)
+    """Less peaked than `overfit_model`: near-ties that would expose any numeric difference.
+    Ten epochs: with label smoothing, after eight it still wrote the same few sentences."""
+    return build_tiny(tiny_config, TINY_PAIRS, epochs=10)
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +115,7 @@ def test_graph_greedy_equals_the_stepwise_decoder_exactly(which, request, many_s
     )
 
 
+@pytest.mark.bfloat16
 def test_graph_greedy_in_bfloat16_differs_from_the_stepwise_decoder_only_on_near_ties(
     bfloat16_model, many_source_ids
 ):

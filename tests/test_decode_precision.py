@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from seq2seq_keras import export
-from seq2seq_keras import train as train_lib
+from seq2seq_keras import hardware
 from seq2seq_keras.config import Seq2SeqConfig
 from seq2seq_keras.decode_precision import (
     Bfloat16GRUCell,
@@ -36,9 +36,9 @@ BFLOAT16_TOLERANCE = 3e-2
 def test_auto_is_bfloat16_only_on_a_cpu_with_bfloat16_dot_products(monkeypatch):
     assert resolve_decode_precision("float32") == "float32"
     assert resolve_decode_precision("bfloat16") == "bfloat16"
-    monkeypatch.setattr(train_lib, "cpu_has_native_bfloat16", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_has_native_bfloat16", lambda: True)
     assert resolve_decode_precision("auto") == "bfloat16"
-    monkeypatch.setattr(train_lib, "cpu_has_native_bfloat16", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_has_native_bfloat16", lambda: False)
     assert resolve_decode_precision("auto") == "float32"
     with pytest.raises(ValueError, match="decode_precision"):
         resolve_decode_precision("float16")
@@ -49,6 +49,7 @@ def test_auto_is_bfloat16_only_on_a_cpu_with_bfloat16_dot_products(monkeypatch):
 # --- The cells -------------------------------------------------------------------------------
 
 
+@pytest.mark.bfloat16
 @pytest.mark.parametrize("cell_class", [keras.layers.LSTMCell, keras.layers.GRUCell])
 def test_a_bfloat16_cell_computes_what_the_keras_cell_computes(cell_class):
     keras.utils.set_random_seed(3)
@@ -85,6 +86,7 @@ def source_ids(spa_eng_path, half_trained_model):
     return real_source_ids(spa_eng_path, half_trained_model)
 
 
+@pytest.mark.bfloat16
 def test_a_bfloat16_decoder_translates_as_float32_except_on_near_ties(
     half_trained_model, source_ids
 ):
@@ -107,6 +109,7 @@ def test_a_bfloat16_decoder_translates_as_float32_except_on_near_ties(
     assert np.all(beam.log_probs.numpy() >= actual.log_probs.numpy())
 
 
+@pytest.mark.bfloat16
 def test_an_exported_bfloat16_translator_translates_as_in_python(half_trained_model, tmp_path):
     tiny = half_trained_model
     trained = TrainedModel(tiny.config, tiny.model, tiny.source_vocabulary,

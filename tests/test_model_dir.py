@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from seq2seq_keras.config import DEFAULT_BEAM_WIDTH
 from seq2seq_keras.translator import Translator
 from seq2seq_keras.model_dir import (
     ModelDirError,
@@ -30,9 +31,10 @@ def test_a_fresh_process_translates_exactly_as_the_training_process(tiny_name, r
     tiny = request.getfixturevalue(tiny_name)
     model_dir = tmp_path / "model"
     write_tiny_model_dir(tiny, model_dir)
+    # `translate` searches with the default beam; so does the Python call here.
     here = Translator(
         tiny.config, tiny.model, tiny.source_vocabulary, tiny.target_vocabulary
-    ).translate(SENTENCES)
+    ).translate(SENTENCES, beam_width=DEFAULT_BEAM_WIDTH)
     completed = subprocess.run(
         [sys.executable, "-m", "seq2seq_keras", "translate", "--model-dir", str(model_dir)],
         input="\n".join(SENTENCES) + "\n",

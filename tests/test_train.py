@@ -19,7 +19,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import PROJECT_ROOT, SMALL, small_model
-from seq2seq_keras import checkpoints, pipeline
+from seq2seq_keras import checkpoints, hardware, pipeline
 from seq2seq_keras import data as data_lib
 from seq2seq_keras import train as train_lib
 from seq2seq_keras.model import MaskedAccuracy
@@ -172,8 +172,10 @@ class NanAfter(keras.optimizers.schedules.LearningRateSchedule):
 def test_a_nan_loss_after_a_good_epoch_keeps_that_epoch(
     spa_eng_path, tmp_path, monkeypatch, caplog
 ):
-    prepared = data_lib.prepare_data(SMALL, spa_eng_path)
-    steps_per_epoch = pipeline.count_batches(prepared.train_pairs, SMALL)
+    # The optimizer's rate is the diverging schedule below, not the config's.
+    config = dataclasses.replace(SMALL, learning_rate_schedule="constant")
+    prepared = data_lib.prepare_data(config, spa_eng_path)
+    steps_per_epoch = pipeline.count_batches(prepared.train_pairs, config)
     build_model = train_lib.build_model
 
     def diverging_model(config, strategy=None):
@@ -184,7 +186,7 @@ def test_a_nan_loss_after_a_good_epoch_keeps_that_epoch(
 
     monkeypatch.setattr(train_lib, "build_model", diverging_model)
     with caplog.at_level(logging.WARNING, logger="seq2seq_keras.train"):
-        result = train_lib.train(SMALL, tmp_path / "model", data=spa_eng_path, verbose=0)
+        result = train_lib.train(config, tmp_path / "model", data=spa_eng_path, verbose=0)
 
     assert result.stop_reason == "nan"
     assert "loss became NaN in epoch 2. Kept the last good model, from epoch 1" in caplog.text
@@ -199,14 +201,15 @@ def test_a_nan_loss_after_a_good_epoch_keeps_that_epoch(
 def test_precision_auto_follows_the_hardware_and_bad_names_are_refused(monkeypatch):
     assert train_lib.resolve_precision("mixed_float16") == "mixed_float16"
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
-    monkeypatch.setattr(train_lib, "cpu_has_native_bfloat16", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_has_native_bfloat16", lambda: True)
     assert train_lib.resolve_precision("auto") == "mixed_bfloat16"
-    monkeypatch.setattr(train_lib, "cpu_has_native_bfloat16", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_has_native_bfloat16", lambda: False)
     assert train_lib.resolve_precision("auto") == "float32"
     with pytest.raises(ValueError, match="not one of auto, float32"):
         train_lib.resolve_precision("float8")
 
 
+@pytest.mark.bfloat16
 def test_mixed_bfloat16_computes_in_bfloat16_with_a_float32_softmax_and_translates(overfit_model):
     config = dataclasses.replace(overfit_model.config, precision="mixed_bfloat16")
     model = train_lib.build_model(config)

@@ -173,7 +173,9 @@ def test_sampling_is_reproducible_by_seed_and_low_temperature_is_greedy(trained)
 
 def test_translate_repairs_invalid_utf8_on_stdin_like_the_export(model_dir, trained):
     lines = b"Thank you.\ncaf\xe9 au lait\n\xff\xfe\nGood night.\n"
-    completed = run_cli_bytes("translate", "--model-dir", str(model_dir), stdin=lines)
+    # Greedy, as the module's serving signature (the command's default is beam 4).
+    completed = run_cli_bytes("translate", "--beam", "1", "--model-dir", str(model_dir),
+                              stdin=lines)
     assert completed.returncode == 0, completed.stderr.decode("utf-8", "replace")[-2000:]
     module = TranslatorModule.from_trained(trained)
     expected = texts(module(tf.constant(lines.split(b"\n")[:-1])))

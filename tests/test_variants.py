@@ -202,6 +202,7 @@ def test_graph_greedy_equals_the_stepwise_decoder_exactly(variant, real_source_i
     )
 
 
+@pytest.mark.bfloat16
 def test_every_variant_decodes_with_bfloat16_matmuls_as_in_float32_but_near_ties(
     variant, real_source_ids
 ):
@@ -273,7 +274,13 @@ def test_attention_weights_sum_to_one_over_the_source_and_are_zero_on_padding(
         np.testing.assert_allclose(step_weights.sum(axis=1), 1.0, rtol=1e-5)
         assert (step_weights[~is_real] == 0.0).all()
         produced = result.lengths.numpy() > step
-        np.testing.assert_array_equal(weights[produced, step], step_weights[produced])
+        # Not bit for bit: the graph decoder drops finished rows, so its matmuls run on other
+        # shapes, and oneDNN may then sum a score's `units` products in another order (AVX2
+        # kernels do, measured: 1 ulp). Each score moves by at most ~units roundoffs of its
+        # size, and a softmax weight by about as much relatively: within units × float32 eps.
+        tolerance = tiny.config.units * np.finfo(np.float32).eps
+        np.testing.assert_allclose(weights[produced, step], step_weights[produced],
+                                   rtol=tolerance, atol=tolerance)
         assert (weights[~produced, step] == 0.0).all()  # nothing after a row's [END]
 
 
@@ -341,6 +348,7 @@ def test_a_classic_export_has_no_attention_signature(overfit_model, tmp_path):
     assert not hasattr(translator, "translate_with_attention")
 
 
+@pytest.mark.bfloat16
 def test_a_mixed_bfloat16_attention_model_decodes_as_the_stepwise_decoder(
     tiny_config, real_source_ids
 ):
@@ -359,6 +367,10 @@ def test_a_mixed_bfloat16_attention_model_decodes_as_the_stepwise_decoder(
     result, weights = decoder.greedy_with_attention(tf.constant(real_source_ids))
     # Exactly but for near-ties: in bfloat16, rows leaving the batch can change the rounding.
     assert_differs_only_on_near_ties(tiny.model, real_source_ids, result.token_ids, expected)
-    # The softmax runs in bfloat16 (8 bits of mantissa): the weights sum to 1 within 2^-8.
+    # The softmax runs in bfloat16, whose unit roundoff is 2^-8: each weight carries one
+    # rounding of its exponential and one of its quotient, and the denominator one of its own.
+    # Weights that add up to 1 then sum to 1 within 3 × 2^-8 to first order (a CPU without
+    # bfloat16 units that also accumulates the denominator in bfloat16 rounds more often, but
+    # its roundings mostly cancel: measured on AVX2, 1.0049 = 1.25 × 2^-8).
     produced = result.token_ids.numpy() != PAD
-    np.testing.assert_allclose(weights.numpy().sum(-1)[produced], 1.0, atol=2**-8)
+    np.testing.assert_allclose(weights.numpy().sum(-1)[produced], 1.0, atol=3 * 2**-8)
