@@ -8,6 +8,9 @@ steps after `--warmup` steps, the padding fraction, the model FLOP/s (over the p
 shapes actually computed, and over real tokens only) against a dense matmul measured in the same
 run, and the peak resident memory. With `--train-seconds T` it also trains every variant from
 scratch for T seconds and reports the validation loss reached: equal time, not equal steps.
+The report names the CPU kind and the instruction set of oneDNN's kernels in this run (from
+oneDNN's verbose log: `ONEDNN_MAX_CPU_ISA=AVX2` makes any x86-64 CPU run the AVX2 kernels of a
+CPU without AVX-512 or bfloat16), since rates differ about 2.5x between such CPUs.
 The line before last is `speedup over padded: X.XX`, real target tokens/s of `default` over
 `padded` (each batch padded to its own longest pair, as the TensorFlow translation tutorial's
 pipeline does); the last line is `speedup: X.XX`, `default` over `plain`.
@@ -29,6 +32,7 @@ Variants (`--variants`, comma-separated; the default runs `plain,padded,default`
                   cross-entropy, no output projection
     fused_loss    previous + `model.MaskedCrossEntropy` (one fused softmax cross-entropy)
     factorized    previous + a factorized output layer (`--output-projection-dim 256`)
+    fine_buckets  the default with a length bucket for every length up to 16 (less padding)
 
 With `--breakdown` every variant also times, on the same batch shapes, where a step's time goes:
 the output projection with the loss (forward and backward of the softmax layer and the loss on
@@ -48,6 +52,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -88,6 +93,7 @@ class Variant:
     inter_op_threads: int = 0
     keras_loss: bool = False  # Keras' `ignore_class` cross-entropy instead of `MaskedCrossEntropy`
     output_projection_dim: int | None = None  # None: the config's default
+    bucket_boundaries: tuple[int, ...] = ()  # other length-bucket boundaries (pipeline's default)
 
 
 VARIANTS = {
@@ -111,6 +117,8 @@ VARIANTS = {
     "fused_loss": Variant("previous + fused masked cross-entropy", output_projection_dim=0),
     "factorized": Variant("previous + factorized output layer (256)", keras_loss=True,
                           output_projection_dim=256),
+    "fine_buckets": Variant("default, a length bucket for every length up to 16",
+                            bucket_boundaries=(*range(3, 17), 18, 20, 24, 32, 48)),
 }
 
 
@@ -155,7 +163,9 @@ def main() -> None:
         # a slow round measures the neighbours, not the variant.
         matmul, results, rounds = {}, {}, {name: [] for name in names}
         for round_index in range(args.rounds):
-            for dtype, rate in run_child(["--worker", "matmul"]).items():
+            rates = run_child(["--worker", "matmul"])
+            isa = rates.pop("isa")
+            for dtype, rate in rates.items():
                 matmul[dtype] = max(rate, matmul.get(dtype, 0)) if rate == rate else rate
             for name in names:
                 result = run_child(
@@ -170,7 +180,7 @@ def main() -> None:
                     results[name] = result
                 print(f"  round {round_index + 1}, {name}: {result['tokens_per_second']:.0f} real "
                       f"target tokens/s on {result['cores_used']:.2f} cores", flush=True)
-    print_report(results, matmul, args, load=(load_before, os.getloadavg()[0]))
+    print_report(results, matmul, args, load=(load_before, os.getloadavg()[0]), isa=isa)
 
 
 def data_args(args) -> list[str]:
@@ -178,21 +188,31 @@ def data_args(args) -> list[str]:
 
 
 def run_child(arguments: list[str]) -> dict:
+    """Run one child and return its RESULT. The matmul child also reports the instruction set
+    oneDNN's kernels use here (`isa`), from oneDNN's own verbose log."""
+    verbose = {"ONEDNN_VERBOSE": "1"} if arguments[1] == "matmul" else {}
     completed = subprocess.run(
-        [sys.executable, __file__, *arguments], capture_output=True, text=True, encoding="utf-8"
+        [sys.executable, __file__, *arguments], capture_output=True, text=True, encoding="utf-8",
+        env={**os.environ, **verbose},
     )
     lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
     if completed.returncode or not lines:
         sys.exit(f"benchmark child {arguments} failed:\n{completed.stderr[-4000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    result = json.loads(lines[-1][len("RESULT "):])
+    if verbose:  # e.g. "onednn_verbose,v1,info,cpu,isa:Intel AVX2"
+        isa = re.search(r"onednn_verbose,.*,cpu,isa:(.*)", completed.stdout + completed.stderr)
+        result["isa"] = isa.group(1).strip() if isa else "unknown"
+    return result
 
 
-def print_report(results: dict, matmul: dict, args, load: tuple[float, float]) -> None:
+def print_report(
+    results: dict, matmul: dict, args, load: tuple[float, float], isa: str
+) -> None:
     float32_peak = matmul["float32"]
     print()
     print(f"{os.cpu_count()} CPUs; 1-minute load average {load[0]:.1f} before, {load[1]:.1f} after "
           "(above ~1, other processes shared the cores and every rate is low)")
-    print(f"CPU: {hardware.describe_cpu()}; precision auto here: "
+    print(f"CPU: {hardware.describe_cpu()}; oneDNN kernels: {isa}; precision auto here: "
           f"{train_lib.resolve_precision('auto')}")
     print(f"matmul 4096x4096 in this run: float32 {float32_peak:.0f} GFLOP/s, "
           f"bfloat16 {matmul['bfloat16']:.0f} GFLOP/s")
@@ -267,7 +287,7 @@ def run_variant(args) -> dict:
     if variant.inter_op_threads:
         tf.config.threading.set_inter_op_parallelism_threads(variant.inter_op_threads)
 
-    use_previous_step(variant)
+    apply_variant_switches(variant)
     config = dataclasses.replace(
         Seq2SeqConfig(),
         batch_size=variant.batch_size,
@@ -339,13 +359,17 @@ def run_variant(args) -> dict:
     return result
 
 
-def use_previous_step(variant: Variant) -> None:
-    """Build the step as the previous version did, where the variant asks for it: with Keras'
-    `ignore_class` cross-entropy."""
+def apply_variant_switches(variant: Variant) -> None:
+    """Build the step as the previous version did, where the variant asks for it (Keras'
+    `ignore_class` cross-entropy), or batch with other length buckets."""
     if variant.keras_loss:
         model_lib.MaskedCrossEntropy = lambda: keras.losses.SparseCategoricalCrossentropy(
             ignore_class=PAD_ID
         )
+    if variant.bucket_boundaries:
+        pipeline_lib.length_buckets = lambda max_length: [
+            boundary for boundary in variant.bucket_boundaries if boundary < max_length
+        ]
 
 
 def time_parts(model, config, shapes, batches, args) -> dict:

@@ -159,6 +159,7 @@ def train(
     # 1. The data.
     prepared = data_lib.prepare_data(config, data_lib.resolve_data_file(data))
     logger.info(data_lib.describe_data(prepared))
+    logger.info(f"precision {config.precision}: {hardware.describe_cpu()}")
     if replicas > 1:
         logger.info(
             f"training on {replicas} replicas ({type(strategy).__name__}), "
