@@ -153,10 +153,7 @@ class FlopCounter:
     def __init__(self, config, decoder: GraphDecoder):
         units, embedding = config.units, config.embedding_dim
         self.lstm_step = 2 * 4 * units * (embedding + units)
-        projection = config.output_projection_dim  # a factorized output layer, or 0
-        output_layer = (2 * projection * (units + config.target_vocab_size) if projection
-                        else 2 * units * config.target_vocab_size)
-        self.decoder_step = self.lstm_step + output_layer
+        self.decoder_step = self.lstm_step + 2 * config.output_layer_multiply_adds
         self.decoder = decoder
 
     def encoder(self, ids: np.ndarray) -> int:

@@ -457,22 +457,17 @@ class StepTimer(keras.callbacks.Callback):
 def step_flops(config, batch: int, source_len: int, target_len: int) -> float:
     """Training FLOPs of one step on a padded batch: 3 × the forward matmuls (forward, and the
     gradients for inputs and for weights). LSTM: 2·(embedding+units)·4·units per position;
-    output projection: 2·units·vocab per target position. Element-wise work is left out."""
-    lstm = 2 * (config.embedding_dim + config.units) * 4 * config.units
-    return 3 * batch * (source_len * lstm + target_len * (lstm + output_layer_flops(config)))
-
-
-def output_layer_flops(config) -> int:
-    """Forward FLOPs of the softmax layer's matmuls for one target position."""
-    if config.output_projection_dim:
-        return 2 * config.output_projection_dim * (config.units + config.target_vocab_size)
-    return 2 * config.units * config.target_vocab_size
+    softmax layer: 2 × `config.output_layer_multiply_adds` per target position. Element-wise
+    work is left out."""
+    return token_flops(config, batch * source_len, batch * target_len)
 
 
 def token_flops(config, source_tokens: int, target_tokens: int) -> float:
-    """The same FLOPs counted over real tokens only: the work a perfectly packed batch does."""
+    """The same FLOPs counted over the given tokens only: over real tokens, the work a
+    perfectly packed batch does."""
     lstm = 2 * (config.embedding_dim + config.units) * 4 * config.units
-    return 3 * (source_tokens * lstm + target_tokens * (lstm + output_layer_flops(config)))
+    output_layer = 2 * config.output_layer_multiply_adds
+    return 3 * (source_tokens * lstm + target_tokens * (lstm + output_layer))
 
 
 def make_pipeline(name: str, tokens, text_pairs, config):

@@ -262,6 +262,15 @@ class Seq2SeqConfig:
             and self.attention == "none"
         )
 
+    @property
+    def output_layer_multiply_adds(self) -> int:
+        """Multiply-adds of the softmax layer's matmuls for one target token: units × vocab, or
+        with an `output_projection_dim` N, (units + vocab) × N (the benchmarks count FLOPs
+        with it)."""
+        if self.output_projection_dim:
+            return self.output_projection_dim * (self.units + self.target_vocab_size)
+        return self.units * self.target_vocab_size
+
     def to_json(self) -> str:
         """The config as indented JSON, the form stored beside a trained model."""
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -179,7 +179,7 @@ class Bfloat16Matmuls(tf.Module):
         dense = layers.decoder_dense
         # A factorized output layer (`output_projection_dim`) first projects the outputs.
         self.output_projection = (
-            bfloat16_copy(dense.projection) if getattr(dense, "projection_dim", 0) else None
+            bfloat16_copy(dense.projection) if dense.projection_dim else None
         )
         self.projection = bfloat16_copy(dense.kernel)
         self.projection_bias = float32_copy(dense.bias)

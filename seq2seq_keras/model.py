@@ -364,7 +364,7 @@ class SoftmaxDense(keras.layers.Dense):
         return keras.KerasTensor(spec.shape, dtype="float32")
 
 
-def compile_model(model: keras.Model, config: Seq2SeqConfig) -> None:
+def compile_model(model: "Seq2SeqModel", config: Seq2SeqConfig) -> None:
     """Compile with Adam, the masked cross-entropy and the masked token accuracy.
 
     The cross-entropy is averaged over real target tokens only: padding neither adds loss nor
@@ -377,8 +377,7 @@ def compile_model(model: keras.Model, config: Seq2SeqConfig) -> None:
         loss=MaskedCrossEntropy(),
         metrics=[MaskedAccuracy()],
     )
-    if isinstance(model, Seq2SeqModel):
-        model.label_smoothing = config.label_smoothing
+    model.label_smoothing = config.label_smoothing
 
 
 @keras.saving.register_keras_serializable(package="seq2seq_keras")
@@ -423,10 +422,11 @@ def replica_share(loss):
     return loss / tf.distribute.get_strategy().num_replicas_in_sync
 
 
-def masked_mean(values, target_ids):
-    """Mean of `(batch, target_len)` values over the real (non-padding) target tokens."""
-    real = ops.cast(ops.not_equal(target_ids, PAD_ID), values.dtype)
-    return ops.sum(values * real) / ops.maximum(ops.sum(real), 1.0)
+def real_token_weights(target_ids, dtype="float32"):
+    """`(batch, target_len)` weights that sum to 1 over the real (non-padding) target tokens
+    and are 0 on padding: a weighted sum with them is the mean over real tokens."""
+    real = ops.cast(ops.not_equal(target_ids, PAD_ID), dtype)
+    return real / ops.maximum(ops.sum(real), 1.0)
 
 
 def uniform_cross_entropy(target_ids, probabilities):
@@ -434,7 +434,7 @@ def uniform_cross_entropy(target_ids, probabilities):
     `mean over the vocabulary of -log p = logsumexp(logits) - mean(logits)`."""
     logits = softmax_logits(probabilities)  # (batch, target_len, vocab)
     per_token = ops.logsumexp(logits, axis=-1) - ops.mean(logits, axis=-1)
-    return masked_mean(per_token, target_ids)
+    return ops.sum(per_token * real_token_weights(target_ids, per_token.dtype))
 
 
 @keras.saving.register_keras_serializable(package="seq2seq_keras")
@@ -455,12 +455,12 @@ class MaskedCrossEntropy(keras.losses.Loss):
 
     def call(self, target_ids, probabilities):
         target_ids = ops.cast(target_ids, "int64")
+        # Padding becomes token 0 for the lookup; its weight below is 0.
         safe_ids = ops.where(ops.not_equal(target_ids, PAD_ID), target_ids, 0)
         per_token = ops.sparse_categorical_crossentropy(safe_ids, probabilities)
-        # Normalized here, summed by the "sum" reduction: the mean over real tokens only, this
+        # Weighted here, summed by the "sum" reduction: the mean over real tokens only, this
         # replica's share of it under a tf.distribute strategy (as Keras' mean losses).
-        real = ops.cast(ops.not_equal(target_ids, PAD_ID), per_token.dtype)
-        return replica_share(per_token * real / ops.maximum(ops.sum(real), 1.0))
+        return replica_share(per_token * real_token_weights(target_ids, per_token.dtype))
 
 
 @keras.saving.register_keras_serializable(package="seq2seq_keras")
