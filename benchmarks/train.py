@@ -33,6 +33,7 @@ Variants (`--variants`, comma-separated; the default runs `plain,padded,default`
     fused_loss    previous + `model.MaskedCrossEntropy` (one fused softmax cross-entropy)
     factorized    previous + a factorized output layer (`--output-projection-dim 256`)
     fine_buckets  the default with a length bucket for every length up to 16 (less padding)
+    projection128 the default with a narrower factorized output layer (128 instead of 256)
 
 With `--breakdown` every variant also times, on the same batch shapes, where a step's time goes:
 the output projection with the loss (forward and backward of the softmax layer and the loss on
@@ -119,6 +120,8 @@ VARIANTS = {
                           output_projection_dim=256),
     "fine_buckets": Variant("default, a length bucket for every length up to 16",
                             bucket_boundaries=(*range(3, 17), 18, 20, 24, 32, 48)),
+    "projection128": Variant("default with a narrower output projection (128)",
+                             output_projection_dim=128),
 }
 
 
@@ -218,7 +221,7 @@ def print_report(
           f"bfloat16 {matmul['bfloat16']:.0f} GFLOP/s")
     print(f"{args.steps} timed steps after {args.warmup} warm-up steps, best of {args.rounds} "
           "round(s); model FLOPs = 3 x forward matmul FLOPs (LSTMs and output projection)")
-    header = (f"{'variant':<12} {'precision':<15} {'batch':>5} {'tokens/s':>9} {'padding':>8} "
+    header = (f"{'variant':<13} {'precision':<15} {'batch':>5} {'tokens/s':>9} {'padding':>8} "
               f"{'GFLOP/s':>8} {'real':>6} {'of f32 mm':>9} {'peak MB':>8} {'cores':>6}")
     trained = args.train_seconds or args.train_steps
     if trained:
@@ -227,7 +230,7 @@ def print_report(
     print(header)
     for name, result in results.items():
         line = (
-            f"{name:<12} {result['precision']:<15} {result['batch_size']:>5} "
+            f"{name:<13} {result['precision']:<15} {result['batch_size']:>5} "
             f"{result['tokens_per_second']:>9.0f} {result['padding_fraction']:>8.1%} "
             f"{result['gflops']:>8.0f} {result['real_gflops']:>6.0f} "
             f"{result['gflops'] / float32_peak:>9.0%} {result['peak_rss_mb']:>8.0f} "
@@ -256,13 +259,13 @@ def print_breakdown(results: dict) -> None:
     """Milliseconds per step of each part, and their shares of the measured step."""
     print()
     print("where a step's time goes (ms per step; parts timed alone on the same batch shapes):")
-    print(f"{'variant':<12} {'step':>7} {'projection+loss':>16} {'optimizer':>10} "
+    print(f"{'variant':<13} {'step':>7} {'projection+loss':>16} {'optimizer':>10} "
           f"{'recurrent+rest':>15} {'input pipeline':>15}")
     for name, result in results.items():
         parts = result["breakdown"]
         step = 1000 * result["seconds"] / result["steps"]
         rest = step - parts["projection_loss_ms"] - parts["optimizer_ms"]
-        print(f"{name:<12} {step:>7.1f} "
+        print(f"{name:<13} {step:>7.1f} "
               f"{parts['projection_loss_ms']:>8.1f} ({parts['projection_loss_ms'] / step:>4.0%}) "
               f"{parts['optimizer_ms']:>4.1f} ({parts['optimizer_ms'] / step:>3.0%}) "
               f"{rest:>7.1f} ({rest / step:>4.0%}) {parts['pipeline_ms']:>7.1f} "

@@ -39,6 +39,10 @@ EXPORT_FORMATS = ("savedmodel", "litert")
 # machine without a GPU, oneDNN notices) out of the terminal. Set before TensorFlow is imported.
 QUIET_TENSORFLOW_LOG_LEVEL = "3"
 DEFAULT_MODEL_DIR = "runs/eng_spa"
+# The console command `pip install` makes (pyproject.toml), and the install that brings
+# TensorFlow to a base or LiteRT-only install.
+CONSOLE_COMMAND = "seq2seq-keras"
+TENSORFLOW_INSTALL = "pip install 'seq2seq-keras[tensorflow]'"
 SAMPLE_SENTENCES = (
     "Thank you.",
     "How are you?",
@@ -89,9 +93,16 @@ def temperature(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
 
 
+def program_name() -> str:
+    """How the user called us: the installed `seq2seq-keras` command or `python -m`."""
+    if os.path.basename(sys.argv[0]) == CONSOLE_COMMAND:
+        return CONSOLE_COMMAND
+    return "python -m seq2seq_keras"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m seq2seq_keras",
+        prog=program_name(),
         description="Train, use and evaluate an LSTM encoder–decoder translator.",
     )
     parser.add_argument("--verbose", action="store_true", dest="tensorflow_logs",
@@ -420,6 +431,15 @@ COMMANDS = {
 }
 
 
+def import_tensorflow(quietly: bool) -> None:
+    """Import TensorFlow and tensorflow-text, every command's engine; `quietly` as below."""
+    if quietly:
+        import_tensorflow_quietly()
+    else:
+        import tensorflow  # noqa: F401
+        import tensorflow_text  # noqa: F401
+
+
 def import_tensorflow_quietly() -> None:
     """Import TensorFlow (and its text ops) without its C++ start-up lines on the terminal.
 
@@ -455,8 +475,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "export" and args.format == "litert" and args.decode_precision == "bfloat16":
         parser.error("a LiteRT export computes in float32 (--quantize int8 makes it smaller "
                      "and faster): --decode-precision bfloat16 applies to SavedModels only")
-    if not args.tensorflow_logs:
-        import_tensorflow_quietly()
+    try:
+        import_tensorflow(quietly=not args.tensorflow_logs)
+    except ImportError as error:  # a base or LiteRT-only install: say what brings TensorFlow
+        print(f"error: {args.command} needs TensorFlow and tensorflow-text ({error}): "
+              f"{TENSORFLOW_INSTALL}, or pip install -r requirements.txt in a checkout",
+              file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # TensorFlow's own INFO lines (one per traced all-reduce under --strategy) are not ours.
     logging.getLogger("tensorflow").setLevel(logging.WARNING)

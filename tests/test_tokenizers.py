@@ -36,9 +36,9 @@ def test_the_standardized_text_keeps_case_accents_and_spanish_punctuation(learne
     ]
 
 
-def test_no_unk_for_any_text_made_of_characters_seen_in_training(learned, splits):
+def test_no_unk_for_any_text_made_of_characters_seen_in_training(learned, learned_pairs):
     english, _ = learned
-    alphabet = sorted({character for source, _ in splits.train for character in source} - {" "})
+    alphabet = sorted({character for source, _ in learned_pairs for character in source} - {" "})
     generator = random.Random(5)
     words = ["".join(generator.choices(alphabet, k=generator.randint(1, 12))) for _ in range(3000)]
     sentences = [" ".join(words[start : start + 10]) for start in range(0, len(words), 10)]
