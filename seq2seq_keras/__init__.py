@@ -1,8 +1,8 @@
 """seq2seq_keras: the encoder–decoder LSTM for translation, built with Keras and TensorFlow.
 
 Modules follow the data: `config` → `text` → `data` → `pipeline` → `model` → `decode` (with
-`search`, `graph_decoder`) → `translator` → `evaluate` → `export`; training is `train` with `callbacks`,
-`checkpoints` and `storage`; `cli` is the command line.
+`rnn_runners`, the `search` package and `graph_decoder`) → `translator` → `evaluate` → `export`;
+training is `train` with `callbacks`, `checkpoints` and `storage`; `cli` is the command line.
 
 Importing the package after Keras registers its Keras objects (`SoftmaxDense`,
 `MaskedAccuracy`), so plain Keras loads a trained model:

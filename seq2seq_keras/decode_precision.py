@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from seq2seq_keras import hardware
 from seq2seq_keras.config import DECODE_PRECISIONS
-from seq2seq_keras.decode import run_cells, step_cell
+from seq2seq_keras.rnn_runners import run_cells, step_cell
 from seq2seq_keras.model import ModelLayers
 
 
@@ -70,7 +70,7 @@ def matmul(inputs: tf.Tensor, weights: tf.Variable) -> tf.Tensor:
 class Bfloat16Cell(tf.Module):
     """A trained Keras RNN cell's weights for decoding: kernels in bfloat16, biases float32.
 
-    What `decode.run_cell` and `decode.step_cell` read of a cell (`units`, `state_size`,
+    What `rnn_runners.run_cell` and `rnn_runners.step_cell` read of a cell (`units`, `state_size`,
     `compute_dtype`) is the trained cell's, with float32 states.
     """
 
@@ -88,7 +88,7 @@ class Bfloat16Cell(tf.Module):
 
     def project_inputs(self, inputs: tf.Tensor) -> tf.Tensor:
         """The part of a step that does not depend on the state, for inputs of any leading
-        shape: the encoder computes it for every position at once (`decode.run_cell`)."""
+        shape: the encoder computes it for every position at once (`rnn_runners.run_cell`)."""
         raise NotImplementedError
 
     def step_projected(self, projected, states, training=False):
@@ -163,7 +163,7 @@ def recurrent_cells(layers: ModelLayers) -> list:
 
 
 class Bfloat16Matmuls(tf.Module):
-    """A `decode.RNNRunner` whose matmuls read bfloat16 copies of the trained weights.
+    """A `rnn_runners.RNNRunner` whose matmuls read bfloat16 copies of the trained weights.
 
     Made once from the trained layers (`GraphDecoder(..., precision="bfloat16")` does it);
     the copies are variables of this module, so an exported translator saves them. The

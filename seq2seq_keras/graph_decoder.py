@@ -1,7 +1,7 @@
 """The fast path: the trained model's step with the searches, compiled into one graph each.
 
 `GraphDecoder` runs `decode.encode` and `decode.decoder_step` with the trained *cells*
-(`decode.CELLS`) and hands the step to `seq2seq_keras.search`: greedy, beam and sampling each
+(`rnn_runners.CELLS`) and hands the step to `seq2seq_keras.search`: greedy, beam and sampling each
 become one `tf.function`, so a batch of sentences is translated by a single graph call. It
 returns exactly the tokens of the teaching path (`decode.greedy_decode_stepwise`), which calls
 the same step through Keras models one token at a time.
@@ -14,7 +14,8 @@ import tensorflow as tf
 
 from seq2seq_keras import search
 from seq2seq_keras.config import check_beam_width
-from seq2seq_keras.decode import CELLS, RNNRunner, State, decoder_logits, encode
+from seq2seq_keras.decode import State, decoder_logits, encode
+from seq2seq_keras.rnn_runners import CELLS, RNNRunner
 from seq2seq_keras.decode_precision import Bfloat16Matmuls
 from seq2seq_keras.model import ModelLayers
 from seq2seq_keras.text import END_ID, START_ID
@@ -38,10 +39,10 @@ class GraphDecoder(tf.Module):
         sentence of n source tokens after `floor(length_factor * n) + length_offset` tokens
         (`search.decode_length_caps`, see `max_lengths`), so that a confused model stops
         early instead of repeating itself up to `max_length`.
-      precision: "float32" runs the trained layers' own weights (`decode.CELLS`); "bfloat16"
+      precision: "float32" runs the trained layers' own weights (`rnn_runners.CELLS`); "bfloat16"
         runs the matmuls over bfloat16 copies of them (`decode_precision.Bfloat16Matmuls`).
       runner: how the layers run instead of `precision`'s (the LiteRT export passes
-        `decode.LITE_CELLS`).
+        `rnn_runners.LITE_CELLS`).
     Example:
       >>> decoder = GraphDecoder(trained.training_model, config.max_decode_length)
       >>> decoder.greedy(tf.constant([[12, 7, 4]], tf.int64)).token_ids

@@ -32,7 +32,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 
 from seq2seq_keras import search
 from seq2seq_keras.config import DEFAULT_EXPORT_ROOT
-from seq2seq_keras.decode import LITE_CELLS
+from seq2seq_keras.rnn_runners import LITE_CELLS
 from seq2seq_keras.export import export_base, write_version
 from seq2seq_keras.graph_decoder import SOURCE_IDS_SPEC, GraphDecoder
 from seq2seq_keras.lite.runtime_files import (
