@@ -1,0 +1,308 @@
+"""One explicit configuration object for a seq2seq run.
+
+Every choice that shapes the data, the model or the training lives here, in one frozen
+dataclass that is passed around explicitly (never read from a global) and changed with
+`dataclasses.replace`. It is written as JSON beside the trained model and read back on load,
+so a model directory always says how it was made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import numbers
+from pathlib import Path
+
+CONFIG_FILENAME = "config.json"
+# The choices a config (and so the command line) can name; the CLI imports these lists.
+CELLS = ("lstm", "gru")  # the recurrent cell (docs/variants.md)
+ATTENTIONS = ("none", "luong", "bahdanau")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # see `precision` below
+DECODE_PRECISIONS = ("auto", "float32", "bfloat16")  # see `decode_precision` below
+STRATEGIES = ("default", "mirrored", "multiworker")  # tf.distribute (seq2seq_keras.distribute)
+LEARNING_RATE_SCHEDULES = ("constant", "cosine")  # see `learning_rate_schedule` below
+TOKENIZERS = ("word", "wordpiece")  # how text becomes tokens (seq2seq_keras.tokenizers)
+# (source, target) vocabulary sizes when a config names none, per tokenizer. WordPiece spells
+# rare words from pieces, so 8,000 pieces a side lose nothing and keep the output projection,
+# the largest matmul of every training and decoding step, small; words need more entries,
+# because every word outside the vocabulary is lost as [UNK] (README: vocabulary sizes).
+DEFAULT_VOCAB_SIZES = {"wordpiece": (8000, 8000), "word": (10000, 12000)}
+# Where exports go by default: EXPORT_ROOT/NAME/<version>/, TensorFlow Serving's layout.
+DEFAULT_EXPORT_ROOT = "saved_models"
+# What a config.json that lacks a field meant when the field's default has changed since: a
+# model directory written before `tokenizer` existed holds a word model; one written before
+# the factorized output layer, the learning-rate schedule and label smoothing has none.
+LEGACY_DEFAULTS = {
+    "tokenizer": "word",
+    "output_projection_dim": 0,
+    "learning_rate_schedule": "constant",
+    "label_smoothing": 0.0,
+}
+# The beam width `translate`, `evaluate` and `train`'s report use unless told otherwise: beam
+# search finds translations greedy decoding misses (about +3 BLEU here, README) for about
+# 1.5x the time of one sentence, as OpenNMT, fairseq and Marian decode by default.
+DEFAULT_BEAM_WIDTH = 4
+# Wider beams cost time linearly and rarely help an LSTM translator. A Python caller asking for
+# more gets a ValueError; a served request is clipped to this width.
+MAX_BEAM_WIDTH = 16
+
+
+def check_beam_width(beam_width: int) -> int:
+    """Return `beam_width` if it is a usable beam width (1 is greedy), else raise ValueError."""
+    if isinstance(beam_width, bool) or not isinstance(beam_width, numbers.Integral):
+        raise ValueError(f"beam_width must be an integer, got {beam_width!r}.")
+    if not 1 <= beam_width <= MAX_BEAM_WIDTH:
+        raise ValueError(
+            f"beam_width must be between 1 (greedy) and {MAX_BEAM_WIDTH}, got {beam_width}."
+        )
+    return beam_width
+
+
+def check_temperature(temperature: float) -> float:
+    """Return `temperature` if sampling can use it (> 0), else raise ValueError."""
+    if not temperature > 0:
+        raise ValueError(
+            f"temperature must be > 0, got {temperature}; greedy decoding is the limit at 0."
+        )
+    return temperature
+
+
+@dataclasses.dataclass(frozen=True)
+class Seq2SeqConfig:
+    """Hyper-parameters of the encoder–decoder and of its training run.
+
+    The defaults are the project's default English→Spanish model: they were chosen so that a
+    2-core CPU trains it to a useful BLEU within the README's time budget.
+    """
+
+    # --- Data -------------------------------------------------------------------------
+    # Translate target→source instead (Spanish→English on spa-eng) when True.
+    reverse: bool = False
+    # Keep only the first N pairs of the file (before the split); 0 keeps all of them.
+    max_pairs: int = 0
+
+    # --- Tokens, vocabulary and lengths -------------------------------------------------
+    # "wordpiece" (the default): case-kept subword pieces learned from the training split
+    # (tensorflow-text's WordPiece), so a rare word or a name is spelled from pieces instead of
+    # lost; it scores the higher case-sensitive BLEU in the same training time (README).
+    # "word": lowercased whole words, anything outside the vocabulary becomes "[UNK]".
+    tokenizer: str = "wordpiece"
+    # Vocabulary sizes include the padding token "" (id 0) and "[UNK]" (id 1); the target
+    # vocabulary also includes "[START]" and "[END]". None (the default) resolves to the
+    # tokenizer's sizes in DEFAULT_VOCAB_SIZES (8,000 / 8,000 pieces, 10,000 / 12,000 words);
+    # the saved config records the result.
+    source_vocab_size: int | None = None
+    target_vocab_size: int | None = None
+    # Longest source / target in tokens after standardization. Training pairs longer than this
+    # are dropped (and counted); a longer sentence to translate is truncated with a warning.
+    # The target length counts the [START] and [END] markers.
+    max_source_length: int = 64
+    max_target_length: int = 64
+
+    # --- Model -------------------------------------------------------------------------
+    embedding_dim: int = 256
+    # Size of the LSTM states h and c: the size of the context vector.
+    units: int = 512
+    # Read the source backwards (Sutskever et al., 2014): the first source words are then the
+    # last the encoder saw, right before the decoder starts writing the first target words.
+    # It shortens the path between the words that are translated first, and helps an encoder
+    # without attention. Only the encoder's reading order changes; the graph stays the same.
+    # None (the default) resolves to True where it works, the classic one-layer unidirectional
+    # encoder without attention, and to False elsewhere; the saved config records the result.
+    reverse_source: bool | None = None
+    # Dropout on the LSTM inputs (0 disables it).
+    dropout: float = 0.0
+    # --- The RNN family and attention (docs/variants.md). The defaults are the classic graph:
+    # one unidirectional LSTM layer on each side and no attention.
+    # "lstm" or "gru": the recurrent cell of the encoder and the decoder.
+    cell: str = "lstm"
+    # A bidirectional encoder: each layer reads the source both ways with units // 2 per
+    # direction, and [forward; backward] final states (size `units`) start the decoder layer.
+    bidirectional: bool = False
+    # Stacked layers on each side; encoder layer i's final states start decoder layer i.
+    num_layers: int = 1
+    # "none", "luong" or "bahdanau": how each decoder step looks back at every source position.
+    attention: str = "none"
+    # 0: the softmax layer multiplies the decoder's outputs (`units` wide) by a units × vocab
+    # kernel, the largest matmul of every training and decoding step. N > 0: it first projects
+    # them to N, then multiplies by an N × vocab kernel (a factorized output layer, as
+    # factorized embeddings in ALBERT): (units + vocab) × N multiply-adds a token instead of
+    # units × vocab. None (the default) resolves to units // 2, which halves that work; the
+    # saved config records the result (docs/training.md has the measurements).
+    output_projection_dim: int | None = None
+
+    # --- Training ----------------------------------------------------------------------
+    batch_size: int = 128
+    # Adam's step size. 2e-3 reaches a lower validation loss within the 30-minute budget than
+    # Keras' default 1e-3 (README: the default model's runs); clipnorm keeps it stable.
+    learning_rate: float = 2e-3
+    # Gradient-norm clipping keeps an LSTM from diverging on an unlucky batch.
+    clipnorm: float = 1.0
+    # How the learning rate moves during a run. "constant": `learning_rate` throughout.
+    # "cosine": up linearly from 0 over `warmup_steps` (at most a tenth of the epochs' steps),
+    # then down along a cosine to
+    # `final_learning_rate_fraction` × `learning_rate` at the run's end: the end of `epochs` or
+    # of `max_train_seconds`, whichever comes first (`callbacks.LearningRateSchedule`). Sized by
+    # the time budget, the decay ends on time on a slow CPU and a fast one alike.
+    learning_rate_schedule: str = "cosine"
+    warmup_steps: int = 200
+    final_learning_rate_fraction: float = 0.02
+    # Label smoothing ε of the training loss: (1 - ε) · cross-entropy + ε · cross-entropy
+    # against the uniform distribution (`model.Seq2SeqModel`). The validation loss stays the
+    # plain cross-entropy. 0 disables it.
+    label_smoothing: float = 0.1
+    epochs: int = 20
+    # Stop when the validation loss has not improved for this many epochs (best weights kept).
+    patience: int = 2
+    # Stop training after this many seconds (0: no limit). The default 30 minutes is the budget
+    # the README's BLEU was measured with on a 2-core CPU; on a GPU `epochs` binds first.
+    max_train_seconds: float = 1800.0
+    # Seed for shuffling and weight initialisation: the same seed gives the same run.
+    seed: int = 1234
+    # Save a resumable checkpoint this often during an epoch (and at every epoch's end; 0: only
+    # there), so a killed run loses at most this much work. A checkpoint costs about a second.
+    checkpoint_seconds: float = 300.0
+
+    # --- Speed (docs/training.md has the measurements behind these defaults) -------------
+    # "auto": mixed bfloat16 on a CPU with native bfloat16 dot products, mixed float16 on a
+    # GPU, else float32; or name one of "float32", "mixed_bfloat16", "mixed_float16". The
+    # softmax and the loss are float32 in every case. A trained model records the one used.
+    precision: str = "auto"
+    # XLA compilation of the training step, as in `model.compile(jit_compile=...)`: "auto" is
+    # Keras' choice (on with a GPU, off on a CPU, where XLA recompiles for every batch shape).
+    jit_compile: bool | str = "auto"
+
+    # --- Decoding ----------------------------------------------------------------------
+    # Longest translation generated, in tokens, counting the final [END].
+    max_decode_length: int = 64
+    # A translation also stops after `decode_length_factor * source tokens +
+    # decode_length_offset` tokens (and never after more than `max_decode_length`): a confused
+    # model then stops early instead of repeating itself to the maximum. Real translations
+    # fit: on spa-eng, every Spanish reference with its [END] fits in 2 × English words + 10.
+    decode_length_factor: float = 2.0
+    decode_length_offset: int = 10
+    # The precision of the decoder's matmuls when translating (not training): "float32", or
+    # "bfloat16" (weights stored in bfloat16, states and gates in float32; faster on a CPU
+    # with bfloat16 dot products), or "auto": bfloat16 on such a CPU, else float32. Resolved
+    # where the translator is built; an export keeps what the exporting machine chose
+    # (seq2seq_keras.decode_precision, docs/serving.md).
+    decode_precision: str = "auto"
+
+    def __post_init__(self):
+        """Refuse a combination of switches the model cannot build, saying how to fix it."""
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}.")
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}.")
+        if self.tokenizer not in TOKENIZERS:
+            raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}.")
+        default_sizes = DEFAULT_VOCAB_SIZES[self.tokenizer]
+        for name, default in zip(("source_vocab_size", "target_vocab_size"), default_sizes):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
+        if self.decode_length_factor <= 0 or self.decode_length_offset < 1:
+            raise ValueError(
+                "decode_length_factor must be > 0 and decode_length_offset >= 1, got "
+                f"{self.decode_length_factor} and {self.decode_length_offset}."
+            )
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}.")
+        if self.decode_precision not in DECODE_PRECISIONS:
+            raise ValueError(f"decode_precision must be one of {DECODE_PRECISIONS}, "
+                             f"got {self.decode_precision!r}.")
+        if self.num_layers < 1:
+            raise ValueError(f"num_layers must be at least 1, got {self.num_layers}.")
+        if self.learning_rate_schedule not in LEARNING_RATE_SCHEDULES:
+            raise ValueError(f"learning_rate_schedule must be one of {LEARNING_RATE_SCHEDULES}, "
+                             f"got {self.learning_rate_schedule!r}.")
+        if self.warmup_steps < 0 or not 0.0 <= self.final_learning_rate_fraction <= 1.0:
+            raise ValueError(
+                f"warmup_steps must be >= 0 and final_learning_rate_fraction in [0, 1], got "
+                f"{self.warmup_steps} and {self.final_learning_rate_fraction}."
+            )
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}.")
+        if self.output_projection_dim is None:
+            object.__setattr__(self, "output_projection_dim", self.units // 2)
+        if self.output_projection_dim < 0:
+            raise ValueError(
+                f"output_projection_dim must be 0 (none) or positive, got "
+                f"{self.output_projection_dim}."
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+        if self.bidirectional and self.units % 2:
+            raise ValueError(
+                f"a bidirectional encoder splits units between its two directions, so units "
+                f"must be even; got {self.units}."
+            )
+        # Keras' go_backwards returns the outputs in reversed order but passes the mask on
+        # unreversed, so reading backwards is only allowed where the outputs are not used.
+        reads_outputs = self.bidirectional or self.num_layers > 1 or self.attention != "none"
+        if self.reverse_source is None:
+            object.__setattr__(self, "reverse_source", not reads_outputs)
+        if self.reverse_source and reads_outputs:
+            raise ValueError(
+                "reverse_source works only for a one-layer unidirectional encoder without "
+                "attention (a bidirectional encoder already reads both ways; attention sees "
+                "every source position). Set reverse_source=False (--no-reverse-source)."
+            )
+
+    @property
+    def is_classic(self) -> bool:
+        """True for the README's classic graph: one LSTM layer each side, no attention.
+
+        Its layers keep the classic names (`encoder_lstm`, `decoder_lstm`); every other
+        configuration numbers its RNN layers (`encoder_rnn_1`, …), see `model.py`.
+        """
+        return (
+            self.cell == "lstm"
+            and not self.bidirectional
+            and self.num_layers == 1
+            and self.attention == "none"
+        )
+
+    @property
+    def output_layer_multiply_adds(self) -> int:
+        """Multiply-adds of the softmax layer's matmuls for one target token: units × vocab, or
+        with an `output_projection_dim` N, (units + vocab) × N (the benchmarks count FLOPs
+        with it)."""
+        if self.output_projection_dim:
+            return self.output_projection_dim * (self.units + self.target_vocab_size)
+        return self.units * self.target_vocab_size
+
+    def to_json(self) -> str:
+        """The config as indented JSON, the form stored beside a trained model."""
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Seq2SeqConfig":
+        """Read a config written by `to_json`; unknown keys are an error, missing keys default.
+
+        Missing keys default so that a model saved by an older version (with fewer options)
+        still loads; unknown keys are rejected because silently ignoring them would hide a
+        model the code cannot rebuild.
+        """
+        values = json.loads(text)
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"config has unknown keys {unknown}; it was written by a newer seq2seq_keras "
+                f"or edited by hand. Known keys: {sorted(known)}."
+            )
+        # The defaults of fields added later are what such a model was built with, except
+        # where the default changed since: configs from before the tokenizer choice are words.
+        values = {**LEGACY_DEFAULTS, **values}
+        return cls(**values)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the config as `config.json` in `directory` and return its path."""
+        path = Path(directory) / CONFIG_FILENAME
+        path.write_text(self.to_json() + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Seq2SeqConfig":
+        """Read `config.json` from a model directory."""
+        return cls.from_json((Path(directory) / CONFIG_FILENAME).read_text(encoding="utf-8"))

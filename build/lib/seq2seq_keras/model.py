@@ -1,0 +1,484 @@
+"""The encoder–decoder training graph: one builder for every configuration, from named layers.
+
+    source ids ─ encoder_embedding ─ encoder_lstm ──(h_T, c_T): the context vector
+                                                         │ initial_state
+    [START] y1 … y(n-1) ─ decoder_embedding ─ decoder_lstm ─ decoder_dense (softmax) → y1 … yn [END]
+
+The encoder keeps only its final states; the decoder starts from them and, during training,
+reads the true previous tokens (teacher forcing). That is the classic graph, the default, and
+the simplest case of `build_training_model`. The same function builds the RNN family and
+attention (`Seq2SeqConfig.cell`, `num_layers`, `bidirectional`, `attention`; docs/variants.md):
+
+    source ids ─ encoder_embedding ─ encoder_rnn_1 … encoder_rnn_N ─── per-step outputs ──┐
+                                          │ final states, layer i → decoder layer i       │
+    [START] y1 … ─ decoder_embedding ─ decoder_rnn_1 … decoder_rnn_N ─ [attention] ─ decoder_dense
+
+- **Stacked** (`num_layers`): encoder layer i's final states start decoder layer i; each layer
+  reads the previous layer's per-step outputs.
+- **Bidirectional**: each encoder layer reads the source both ways with `units // 2` per
+  direction; its outputs and its final states are `[forward; backward]` (size `units`).
+- **Attention** (Luong et al. 2015, without input feeding): after the decoder RNN, each step's
+  output `h_t` scores every unpadded source position, the softmax of the scores weights the
+  encoder outputs into a context `c_t`, and `h̃_t = tanh(W_c [c_t; h_t])` goes to the softmax
+  layer. "luong" scores with Luong's *general* form, scaled: `h_t · W_a h̄_s / √units`;
+  "bahdanau" with Bahdanau's additive form `v_a · tanh(W_a h_t + U_a h̄_s)`, on the current
+  output `h_t` (docs/variants.md says what that changes).
+
+Every layer has a fixed name: `ModelLayers.find` looks them up by name (never by position) in a
+fresh or a loaded model, and `seq2seq_keras.decode` runs the encoder and the decoder step with
+exactly these layers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from seq2seq_keras.config import Seq2SeqConfig
+from seq2seq_keras.text import PAD_ID
+
+# Layer names: the contract between the training graph and everything that decodes with it.
+SOURCE_INPUT = "source_ids"
+DECODER_INPUT = "decoder_input_ids"
+ENCODER_EMBEDDING = "encoder_embedding"
+DECODER_EMBEDDING = "decoder_embedding"
+DECODER_DENSE = "decoder_dense"
+# The classic graph's two recurrent layers keep the names of the README's diagram ...
+ENCODER_LSTM = "encoder_lstm"
+DECODER_LSTM = "decoder_lstm"
+# ... every other configuration numbers them from 1: "encoder_rnn_1" … "encoder_rnn_N".
+ENCODER_RNN = "encoder_rnn"
+DECODER_RNN = "decoder_rnn"
+ATTENTION_KEY = "attention_key"  # projects the encoder outputs once per sentence
+ATTENTION_QUERY = "attention_query"  # bahdanau only: projects the decoder outputs
+ATTENTION = "attention"  # scores, softmax over the unpadded source, context vector
+ATTENTION_COMBINE = "attention_combine"  # tanh(W_c [context; decoder output])
+
+RNN_CLASSES = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
+
+
+def rnn_layer_names(num_layers: int, classic: bool) -> tuple[list[str], list[str]]:
+    """The encoder's and the decoder's RNN layer names, first layer first."""
+    if classic:
+        return [ENCODER_LSTM], [DECODER_LSTM]
+    numbers = range(1, num_layers + 1)
+    return [f"{ENCODER_RNN}_{i}" for i in numbers], [f"{DECODER_RNN}_{i}" for i in numbers]
+
+
+def build_training_model(config: Seq2SeqConfig) -> keras.Model:
+    """The teacher-forced training model: `(source_ids, decoder_input_ids) → probabilities`.
+
+    Args:
+      config: sizes of the vocabularies, embeddings and states, and the RNN family's switches.
+    Returns:
+      A functional `keras.Model` with inputs `(batch, source_len)` and `(batch, target_len)`
+      int ids and output `(batch, target_len, target_vocab_size)` probabilities, compiled with
+      the masked loss and accuracy.
+    """
+    with_attention = config.attention != "none"
+    encoder_names, decoder_names = rnn_layer_names(config.num_layers, config.is_classic)
+
+    # === Layers ===
+    encoder_embedding = keras.layers.Embedding(
+        config.source_vocab_size, config.embedding_dim, mask_zero=True, name=ENCODER_EMBEDDING
+    )
+    encoder_rnns = [
+        # The last layer's per-step outputs are needed only by attention: without it we
+        # discard them and keep only the final states, the context vector.
+        make_encoder_rnn(config, name, return_sequences=number < len(encoder_names) or with_attention)
+        for number, name in enumerate(encoder_names, start=1)
+    ]
+    decoder_embedding = keras.layers.Embedding(
+        config.target_vocab_size, config.embedding_dim, mask_zero=True, name=DECODER_EMBEDDING
+    )
+    decoder_rnns = [
+        RNN_CLASSES[config.cell](
+            config.units, return_sequences=True, return_state=True, dropout=config.dropout,
+            name=name,
+        )
+        for name in decoder_names
+    ]
+    attention_layers = make_attention_layers(config) if with_attention else None
+    # Under mixed precision its matmuls (the largest of the model) run in bfloat16 or float16
+    # and its softmax in float32, where small probabilities would underflow. With an
+    # `output_projection_dim` it first projects the outputs to that size (factorized).
+    decoder_dense = SoftmaxDense(
+        config.target_vocab_size, projection_dim=config.output_projection_dim, name=DECODER_DENSE
+    )
+
+    # === Functional Model ===
+    source_ids = keras.Input(shape=(None,), dtype="int64", name=SOURCE_INPUT)
+    decoder_input_ids = keras.Input(shape=(None,), dtype="int64", name=DECODER_INPUT)
+
+    encoder_outputs = encoder_embedding(source_ids)  # (batch, source_len, embedding_dim)
+    initial_states = []  # one list of states per decoder layer: the context vector
+    for layer in encoder_rnns:
+        encoder_outputs, *states = layer(encoder_outputs)  # (batch, source_len, units)
+        initial_states.append(merge_directions(states) if config.bidirectional else states)
+
+    decoder_outputs = decoder_embedding(decoder_input_ids)  # (batch, target_len, embedding_dim)
+    for layer, states in zip(decoder_rnns, initial_states):
+        decoder_outputs, *_ = layer(decoder_outputs, initial_state=states)  # (batch, target_len, units)
+    if with_attention:
+        memory = attention_memory(attention_layers, encoder_outputs, source_ids)
+        decoder_outputs, _ = attend(attention_layers, decoder_outputs, *memory)
+    probabilities = decoder_dense(decoder_outputs)  # (batch, target_len, target_vocab)
+
+    model = Seq2SeqModel(
+        [source_ids, decoder_input_ids], probabilities, name=f"seq2seq_{config.cell}"
+    )
+    compile_model(model, config)
+    return model
+
+
+def float32_model(training_model: keras.Model, config: Seq2SeqConfig) -> keras.Model:
+    """The model that decoding runs: `training_model` itself if it computes in float32, else
+    the same architecture built at float32 with the same weights.
+
+    Mixed precision keeps the variables in float32, so the weights copy over exactly; only the
+    arithmetic changes. Decoding is where lower precision stops paying: measured on this
+    project's 2-core CPU (docs/serving.md), the float32 copy of a mixed-bfloat16 model decodes
+    faster at batch 64 and several times faster one sentence at a time, and its tokens are what
+    a LiteRT export (float32 kernels) computes too.
+    """
+    if all(layer.compute_dtype == "float32" for layer in training_model.layers if layer.weights):
+        return training_model
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        model = build_training_model(config)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    model.set_weights(training_model.get_weights())
+    return model
+
+
+def make_encoder_rnn(config: Seq2SeqConfig, name: str, return_sequences: bool) -> keras.layers.Layer:
+    """One encoder RNN layer: `config.cell`, bidirectional or read in `reverse_source` order."""
+    rnn_class = RNN_CLASSES[config.cell]
+    if config.bidirectional:
+        return keras.layers.Bidirectional(
+            rnn_class(config.units // 2, return_sequences=return_sequences, return_state=True,
+                      dropout=config.dropout),
+            name=name,
+        )
+    return rnn_class(
+        config.units, return_sequences=return_sequences, return_state=True,
+        go_backwards=config.reverse_source, dropout=config.dropout, name=name,
+    )
+
+
+def merge_directions(states: list) -> list:
+    """A bidirectional layer's `[fw states…, bw states…]` → `[[h_fw; h_bw], [c_fw; c_bw]]`."""
+    half = len(states) // 2
+    return [
+        ops.concatenate([forward, backward], axis=-1)
+        for forward, backward in zip(states[:half], states[half:])
+    ]
+
+
+# === Attention ===
+
+
+class AttentionLayers(NamedTuple):
+    """The layers of the attention block; `query` is None for Luong's general score."""
+
+    key: keras.layers.Layer  # W_a (luong) or U_a (bahdanau), on the encoder outputs
+    query: keras.layers.Layer | None  # W_a (bahdanau), on the decoder outputs
+    attention: keras.layers.Layer  # keras.layers.Attention or AdditiveAttention
+    combine: keras.layers.Layer  # tanh(W_c [context; decoder output])
+
+
+def make_attention_layers(config: Seq2SeqConfig) -> AttentionLayers:
+    """New attention layers for `config.attention` ("luong" or "bahdanau"), by their names."""
+
+    def projection(name, **kwargs):
+        return keras.layers.Dense(config.units, use_bias=False, name=name, **kwargs)
+
+    if config.attention == "luong":
+        # score(h_t, h̄_s) = h_t · (W_a h̄_s) / sqrt(units): a scaled dot product with
+        # projected keys (the scale is applied to the query in `attend`).
+        query, attention = None, keras.layers.Attention(name=ATTENTION)
+    else:
+        # score(h_t, h̄_s) = v_a · tanh(W_a h_t + U_a h̄_s); Keras' `scale` is v_a.
+        query = projection(ATTENTION_QUERY)
+        attention = keras.layers.AdditiveAttention(name=ATTENTION)
+    combine = projection(ATTENTION_COMBINE, activation="tanh")
+    return AttentionLayers(projection(ATTENTION_KEY), query, attention, combine)
+
+
+def attention_memory(layers: AttentionLayers, encoder_outputs, source_ids) -> tuple:
+    """What every decoder step looks at: `(values, keys, source_mask)`, computed once a sentence.
+
+    `values` are the encoder outputs `(batch, source_len, units)`, `keys` their projection
+    `layers.key(values)`, and `source_mask` `(batch, source_len)` is False on padding.
+    """
+    return encoder_outputs, layers.key(encoder_outputs), ops.not_equal(source_ids, PAD_ID)
+
+
+def attend(layers: AttentionLayers, decoder_outputs, values, keys, source_mask):
+    """The attention block, shared by training, the inference models and the graph decoder.
+
+    Args:
+      layers: the trained attention layers.
+      decoder_outputs: `(batch, target_len, units)` decoder RNN outputs h_t.
+      values, keys, source_mask: the sentence's `attention_memory`.
+    Returns:
+      `(batch, target_len, units)` attentional outputs h̃_t, and the attention weights
+      `(batch, target_len, source_len)` (each row sums to 1 over the unpadded positions).
+    """
+    if layers.query is None:
+        # Luong's dot score, scaled by 1/sqrt(units) as in Vaswani et al. (2017). Unscaled, the
+        # scores of 512-unit states start large enough to saturate the softmax; measured here,
+        # the weights then collapsed onto the last source token for good (docs/variants.md).
+        query = decoder_outputs * (1.0 / math.sqrt(decoder_outputs.shape[-1]))
+    else:
+        query = layers.query(decoder_outputs)
+    # The query mask is not passed: padded target positions are ignored by the loss anyway.
+    context, weights = layers.attention(
+        [query, values, keys], mask=[None, source_mask], return_attention_scores=True
+    )
+    combined = layers.combine(ops.concatenate([context, decoder_outputs], axis=-1))
+    return combined, weights
+
+
+# === Finding the layers of a trained model ===
+
+
+def num_states(cell: keras.layers.Layer) -> int:
+    """States a recurrent cell carries: 2 for an LSTM (h, c), 1 for a GRU (h)."""
+    return len(cell.state_size) if isinstance(cell.state_size, (list, tuple)) else 1
+
+
+class ModelLayers(NamedTuple):
+    """Every layer the encoder and the decoder step need, found by name in a trained model."""
+
+    encoder_embedding: keras.layers.Layer
+    encoder_rnns: list  # LSTM, GRU or Bidirectional layers, first to last
+    decoder_embedding: keras.layers.Layer
+    decoder_rnns: list  # LSTM or GRU layers, first to last
+    decoder_dense: keras.layers.Layer
+    attention: AttentionLayers | None
+
+    @classmethod
+    def find(cls, training_model: keras.Model) -> "ModelLayers":
+        """Look the layers up with `get_layer(name)`, never by position."""
+        names = {layer.name for layer in training_model.layers}
+        get = training_model.get_layer
+        classic = ENCODER_LSTM in names
+        num_layers = 1
+        while not classic and f"{ENCODER_RNN}_{num_layers + 1}" in names:
+            num_layers += 1
+        encoder_names, decoder_names = rnn_layer_names(num_layers, classic)
+        if encoder_names[0] not in names:
+            raise ValueError(
+                f"model {training_model.name!r} has neither {ENCODER_LSTM!r} nor "
+                f"{encoder_names[0]!r}: it was not built by seq2seq_keras."
+            )
+        attention = None
+        if ATTENTION in names:
+            query = get(ATTENTION_QUERY) if ATTENTION_QUERY in names else None
+            attention = AttentionLayers(
+                get(ATTENTION_KEY), query, get(ATTENTION), get(ATTENTION_COMBINE)
+            )
+        return cls(
+            get(ENCODER_EMBEDDING), [get(name) for name in encoder_names],
+            get(DECODER_EMBEDDING), [get(name) for name in decoder_names],
+            get(DECODER_DENSE), attention,
+        )
+
+    @property
+    def bidirectional(self) -> bool:
+        return isinstance(self.encoder_rnns[0], keras.layers.Bidirectional)
+
+    @property
+    def states_per_layer(self) -> int:
+        """2 for an LSTM (h, c), 1 for a GRU (h)."""
+        return num_states(self.decoder_rnns[0].cell)
+
+
+# === Softmax, loss and metric ===
+
+
+@keras.saving.register_keras_serializable(package="seq2seq_keras")
+class SoftmaxDense(keras.layers.Dense):
+    """A `Dense` layer followed by a softmax that always runs in float32.
+
+    Mixed precision's rule (TensorFlow's guide: "the last layer's softmax in float32"): the
+    matmul computes in the layer's compute dtype (bfloat16 on a CPU, float16 on a GPU, float32
+    otherwise), the logits are cast to float32, and the softmax and the loss are float32. It is
+    one layer, so decoders that call `decoder_dense` by name still get probabilities.
+    """
+
+    def __init__(self, units: int, projection_dim: int = 0, **kwargs):
+        super().__init__(units, **kwargs)
+        self.projection_dim = projection_dim
+
+    def build(self, input_shape):
+        input_dim = input_shape[-1]
+        if self.projection_dim:
+            # (input_dim, projection_dim), then Dense's kernel (projection_dim, vocab).
+            self.projection = self.add_weight(
+                name="projection", shape=(input_dim, self.projection_dim),
+                initializer=self.kernel_initializer,
+            )
+            input_shape = (*input_shape[:-1], self.projection_dim)
+        super().build(input_shape)
+        self.input_spec = keras.InputSpec(min_ndim=2, axes={-1: input_dim})
+
+    def call(self, inputs):
+        return ops.softmax(ops.cast(self.logits(inputs), "float32"), axis=-1)
+
+    def logits(self, inputs):
+        """The `Dense` part alone: `(..., vocab)` logits in the compute dtype.
+
+        Decoding reads these: the largest logit is the most probable token, and a beam needs
+        the log-probabilities of its best few tokens only (`seq2seq_keras.search`). With a
+        `projection_dim`, the inputs are first projected to that size (a factorized output
+        layer: units × vocab multiply-adds per token become units × dim + dim × vocab).
+        """
+        if self.projection_dim:
+            inputs = ops.matmul(inputs, self.projection)
+        return super().call(inputs)
+
+    def get_config(self):
+        return {**super().get_config(), "projection_dim": self.projection_dim}
+
+    # Dense saves its kernel and bias under its own keys; the projection is saved beside them.
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        if self.built and self.projection_dim:
+            store["projection"] = self.projection
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        if self.built and self.projection_dim:
+            self.projection.assign(store["projection"])
+
+    def compute_output_spec(self, inputs):
+        spec = super().compute_output_spec(inputs)
+        return keras.KerasTensor(spec.shape, dtype="float32")
+
+
+def compile_model(model: "Seq2SeqModel", config: Seq2SeqConfig) -> None:
+    """Compile with Adam, the masked cross-entropy and the masked token accuracy.
+
+    The cross-entropy is averaged over real target tokens only: padding neither adds loss nor
+    dilutes the mean, so a batch's loss does not depend on how much it was padded. Label
+    smoothing (`config.label_smoothing`) applies to the training loss only
+    (`Seq2SeqModel.compute_loss`): the validation loss stays the plain cross-entropy.
+    """
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm),
+        loss=MaskedCrossEntropy(),
+        metrics=[MaskedAccuracy()],
+    )
+    model.label_smoothing = config.label_smoothing
+
+
+@keras.saving.register_keras_serializable(package="seq2seq_keras")
+class Seq2SeqModel(keras.Model):
+    """The functional training model, whose training loss can be label-smoothed.
+
+    Label smoothing (Szegedy et al. 2016; Vaswani et al. 2017 use 0.1) trains towards
+    `(1 - ε)` on the right token and `ε` spread evenly over the vocabulary:
+    `loss = (1 - ε) · cross-entropy + ε · mean over the vocabulary of -log p`. It keeps the
+    model from growing ever more confident and helps BLEU. Only training applies it
+    (`training=True`); evaluation reports the plain cross-entropy, so validation losses of
+    runs with and without smoothing compare. Everything else is Keras' functional `Model`.
+    """
+
+    label_smoothing = 0.0  # set by `compile_model` from the config
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        if not (training and self.label_smoothing):
+            return loss
+        smoothing = self.label_smoothing
+        uniform = replica_share(uniform_cross_entropy(y, y_pred))
+        return (1.0 - smoothing) * loss + smoothing * uniform
+
+
+def softmax_logits(probabilities):
+    """The logits a softmax output was computed from, or log-probabilities where unknown.
+
+    Keras' TensorFlow softmax keeps its input on its output (`_keras_logits`), as its own
+    cross-entropy uses it; log-probabilities are logits of the same softmax.
+    """
+    logits = getattr(probabilities, "_keras_logits", None)
+    if logits is not None:
+        return ops.cast(logits, "float32")
+    return ops.log(ops.clip(probabilities, keras.config.epsilon(), 1.0))
+
+
+def replica_share(loss):
+    """`loss` divided by the replicas of the `tf.distribute` strategy, as Keras scales a mean
+    loss: each replica's gradients are summed over the replicas, so their mean is what the
+    optimizer gets (Keras' reported loss multiplies it back). 1 replica: `loss` itself."""
+    return loss / tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def real_token_weights(target_ids, dtype="float32"):
+    """`(batch, target_len)` weights that sum to 1 over the real (non-padding) target tokens
+    and are 0 on padding: a weighted sum with them is the mean over real tokens."""
+    real = ops.cast(ops.not_equal(target_ids, PAD_ID), dtype)
+    return real / ops.maximum(ops.sum(real), 1.0)
+
+
+def uniform_cross_entropy(target_ids, probabilities):
+    """Cross-entropy against the uniform distribution, over real target tokens:
+    `mean over the vocabulary of -log p = logsumexp(logits) - mean(logits)`."""
+    logits = softmax_logits(probabilities)  # (batch, target_len, vocab)
+    per_token = ops.logsumexp(logits, axis=-1) - ops.mean(logits, axis=-1)
+    return ops.sum(per_token * real_token_weights(target_ids, per_token.dtype))
+
+
+@keras.saving.register_keras_serializable(package="seq2seq_keras")
+class MaskedCrossEntropy(keras.losses.Loss):
+    """Sparse cross-entropy averaged over real target tokens, from the softmax's logits.
+
+    The same value as `SparseCategoricalCrossentropy(ignore_class=PAD_ID)`, for less work:
+    Keras' `ignore_class` first zeroes the padded rows of the probabilities, which hides the
+    softmax from its cross-entropy, so it takes their logarithm and a second softmax over the
+    whole vocabulary. Here the probabilities go to the cross-entropy untouched, which then
+    reads the softmax's logits (one fused softmax-cross-entropy op), and only the per-token
+    losses are masked.
+    """
+
+    def __init__(self, name: str = "masked_cross_entropy", **kwargs):
+        kwargs.pop("reduction", None)
+        super().__init__(name=name, reduction="sum", **kwargs)
+
+    def call(self, target_ids, probabilities):
+        target_ids = ops.cast(target_ids, "int64")
+        # Padding becomes token 0 for the lookup; its weight below is 0.
+        safe_ids = ops.where(ops.not_equal(target_ids, PAD_ID), target_ids, 0)
+        per_token = ops.sparse_categorical_crossentropy(safe_ids, probabilities)
+        # Weighted here, summed by the "sum" reduction: the mean over real tokens only, this
+        # replica's share of it under a tf.distribute strategy (as Keras' mean losses).
+        return replica_share(per_token * real_token_weights(target_ids, per_token.dtype))
+
+
+@keras.saving.register_keras_serializable(package="seq2seq_keras")
+class MaskedAccuracy(keras.metrics.Mean):
+    """Share of real (non-padding) target tokens whose most probable prediction is right.
+
+    The padding mask is computed from the targets here rather than taken from Keras' mask
+    propagation, so the metric is right whether or not the predictions carry a mask.
+    """
+
+    def __init__(self, name: str = "masked_accuracy", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def update_state(self, target_ids, probabilities, sample_weight=None):
+        predicted = ops.argmax(probabilities, axis=-1)
+        target_ids = ops.cast(target_ids, predicted.dtype)
+        real = ops.cast(ops.not_equal(target_ids, PAD_ID), "float32")  # (batch, target_len)
+        if sample_weight is not None:
+            real = real * ops.cast(sample_weight, "float32")
+        correct = ops.cast(ops.equal(predicted, target_ids), "float32")
+        return super().update_state(correct, sample_weight=real)

@@ -1,0 +1,194 @@
+"""Pipeline: sentence pairs → token ids → `tf.data` batches for `model.fit`, as they stream.
+
+Training never holds the token ids of its corpus: `data.TextPairs` keeps the pairs as text,
+and each epoch tokenizes them inside `tf.data`, a batch of sentences at a time. In order:
+
+1. `teacher_forcing_pair` turns a batch of target ids into the decoder's input and its expected
+   output; the teacher-forcing shift lives here and nowhere else.
+2. `length_buckets` and `batch_by_length` batch pairs of similar length together, right-padded
+   with 0, as `((source_ids, decoder_input_ids), target_ids)`. `make_dataset` does it for ids
+   already in memory (`data.TokenizedPairs`, small inputs: notebooks, tests).
+3. `streamed_pair_ids` is the stream of a `TextPairs`' token ids in a seeded order that depends
+   on the epoch; `epoch_batches` batches one epoch of it, each batch splitting evenly over the
+   replicas of a `tf.distribute` strategy, and `count_batches` counts those batches from the
+   pairs' lengths, without tokenizing.
+4. `training_batches` is the endless stream of epochs a run trains on, which can start at any
+   (epoch, batch): a resumed run sees exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from seq2seq_keras.config import Seq2SeqConfig
+from seq2seq_keras.data import TOKENIZE_BATCH_SIZE, TextPairs, TokenizedPairs
+
+# Whole batches are shuffled in a buffer of this many after bucketing (see `batch_by_length`).
+BATCH_SHUFFLE_BUFFER = 64
+
+# --- 1. Teacher forcing ----------------------------------------------------------------------
+
+
+def teacher_forcing_pair(source_ids: tf.Tensor, target_ids: tf.Tensor):
+    """Teacher forcing: `(source, target[:, :-1]) → target[:, 1:]`.
+
+    The decoder reads `[START] y1 … yn` and learns to predict `y1 … yn [END]`: at every step
+    its input is the true previous token, not its own guess.
+    """
+    return (source_ids, target_ids[:, :-1]), target_ids[:, 1:]
+
+
+# --- 2. Batches of similar length ------------------------------------------------------------
+
+
+def length_buckets(max_length: int) -> list[int]:
+    """Bucket boundaries for grouping batches by length: fine for short, coarse for long."""
+    boundaries = [4, 6, 8, 10, 12, 14, 16, 20, 24, 32, 48]
+    return [boundary for boundary in boundaries if boundary < max_length]
+
+
+def pair_buckets(config: Seq2SeqConfig) -> list[int]:
+    """The length-bucket boundaries of `config`'s pairs."""
+    return length_buckets(max(config.max_source_length, config.max_target_length))
+
+
+def batch_by_length(
+    pair_ids: tf.data.Dataset, config: Seq2SeqConfig, shuffle_seed: int | tf.Tensor | None
+) -> tf.data.Dataset:
+    """Batches of `((source_ids, decoder_input_ids), target_ids)`, right-padded with 0.
+
+    `pair_ids` yields `(source_ids, target_ids)` one pair at a time, targets in `[START] …
+    [END]`. Pairs of similar length (the longer side, `bucket_by_sequence_length`) are batched
+    together, so a batch of short sentences is not padded to the length of a long one: padding
+    costs compute in every LSTM step and softmax. With a `shuffle_seed`, whole batches are
+    shuffled too, because buckets fill at different rates; `None` keeps their order.
+    """
+    boundaries = pair_buckets(config)
+    dataset = pair_ids.bucket_by_sequence_length(
+        element_length_func=lambda source, target: tf.maximum(
+            tf.shape(source)[0], tf.shape(target)[0]
+        ),
+        bucket_boundaries=boundaries,
+        bucket_batch_sizes=[config.batch_size] * (len(boundaries) + 1),
+    )
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(BATCH_SHUFFLE_BUFFER, seed=shuffle_seed)
+    return dataset.map(teacher_forcing_pair, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+        tf.data.AUTOTUNE
+    )
+
+
+def plain_rows(source_ids, target_ids) -> tuple[tf.Tensor, tf.Tensor]:
+    """One pair's ids as plain tensors: rows of a ragged tensor arrive as rank-0-ragged
+    values, and padded batching wants plain tensors."""
+    return tf.identity(source_ids), tf.identity(target_ids)
+
+
+def make_dataset(
+    tokens: TokenizedPairs, config: Seq2SeqConfig, shuffle: bool = True
+) -> tf.data.Dataset:
+    """`batch_by_length` batches of token ids already in memory, reshuffled at every pass.
+
+    For a few pairs vectorized at once (`data.vectorize_pairs`); training streams its pairs
+    from text instead (`epoch_batches`).
+    """
+    dataset = tf.data.Dataset.from_tensor_slices((tokens.source_ids, tokens.target_ids))
+    dataset = dataset.map(plain_rows)
+    if shuffle:
+        dataset = dataset.shuffle(len(tokens), seed=config.seed, reshuffle_each_iteration=True)
+    return batch_by_length(dataset, config, config.seed if shuffle else None)
+
+
+# --- 3. One epoch of text pairs, tokenized as it streams -------------------------------------
+
+
+def pair_order(num_pairs: int, seed: int, epoch: int | tf.Tensor) -> tf.Tensor:
+    """A permutation of `range(num_pairs)` fixed by `(seed, epoch)`: an epoch's order.
+
+    A stateless shuffle of indices: the same in every run and every process, 8 bytes a pair,
+    and any epoch's order is computed directly, without drawing the epochs before it.
+    """
+    seed_pair = tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    return tf.random.experimental.stateless_shuffle(tf.range(num_pairs, dtype=tf.int64), seed_pair)
+
+
+def streamed_pair_ids(pairs: TextPairs, order: tf.Tensor) -> tf.data.Dataset:
+    """`(source_ids, target_ids)` of the pairs in `order`, one pair at a time.
+
+    The sentences are tokenized `TOKENIZE_BATCH_SIZE` at a time, in parallel, then cut back
+    into pairs: only the ids of the batches in flight exist at any moment.
+    """
+    indices = tf.data.Dataset.from_tensor_slices(order).batch(TOKENIZE_BATCH_SIZE)
+    pair_ids = indices.map(pairs.token_ids, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    return pair_ids.map(plain_rows)
+
+
+def epoch_batches(
+    pairs: TextPairs,
+    config: Seq2SeqConfig,
+    shuffle: bool,
+    num_replicas: int = 1,
+    epoch: int | tf.Tensor = 0,
+) -> tf.data.Dataset:
+    """One epoch of `batch_by_length` batches of `pairs`, each splitting evenly over replicas.
+
+    Shuffled, the pairs come in `pair_order(seed, epoch)` and the batches are shuffled with a
+    seed of that epoch too; not shuffled, in their own order (validation).
+
+    A length bucket's last batch is partial. Keras (3.15) builds a distributed model from the
+    replicas' mean first batch, which fails when the replicas' shares differ in size ("Inputs to
+    operation AddN must have the same size"), so with several replicas each batch is cut to a
+    multiple of their number: at most `num_replicas - 1` pairs per bucket sit out an epoch
+    (other pairs each epoch, since the order changes).
+    """
+    if shuffle:
+        order = pair_order(len(pairs), config.seed, epoch)
+        shuffle_seed = config.seed + tf.cast(epoch, tf.int64)
+    else:
+        order, shuffle_seed = tf.range(len(pairs), dtype=tf.int64), None
+    dataset = batch_by_length(streamed_pair_ids(pairs, order), config, shuffle_seed)
+    if num_replicas == 1:
+        return dataset
+
+    def even_split(inputs, target):
+        size = tf.shape(target)[0] // num_replicas * num_replicas
+        return tf.nest.map_structure(lambda ids: ids[:size], (inputs, target))
+
+    return dataset.map(even_split).filter(lambda inputs, target: tf.shape(target)[0] > 0)
+
+
+def count_batches(pairs: TextPairs, config: Seq2SeqConfig, num_replicas: int = 1) -> int:
+    """Batches in one `epoch_batches` epoch, from the pairs' lengths, without tokenizing.
+
+    Fixed by the lengths, not by the order: each length bucket of `n` pairs gives
+    `n // batch_size` full batches and, at the epoch's end, one partial batch of the rest,
+    which survives the even split over the replicas when it has a pair for every replica.
+    """
+    lengths = np.maximum(pairs.source_lengths, pairs.target_lengths)  # what bucketing sorts by
+    bucket_sizes = np.bincount(np.searchsorted(pair_buckets(config), lengths, side="right"))
+    full, rest = np.divmod(bucket_sizes, config.batch_size)
+    return int(np.sum(full) + np.count_nonzero(rest >= num_replicas))
+
+
+# --- 4. The training stream ------------------------------------------------------------------
+
+
+def training_batches(
+    pairs: TextPairs,
+    config: Seq2SeqConfig,
+    epoch: int = 0,
+    batch: int = 0,
+    num_replicas: int = 1,
+) -> tf.data.Dataset:
+    """The endless stream of training batches, epoch after epoch, from `(epoch, batch)` on.
+
+    Every epoch is reshuffled, but from `config.seed` and its number: the stream is the same in
+    every run, so a resumed run starts at the killed run's epoch and skips the batches it had
+    already trained on, seeing exactly the batches it would have seen.
+    """
+    epochs = tf.data.Dataset.counter(start=epoch)
+    batches = epochs.flat_map(
+        lambda number: epoch_batches(pairs, config, True, num_replicas, epoch=number)
+    )
+    return batches.skip(batch).prefetch(tf.data.AUTOTUNE)
