@@ -8,6 +8,7 @@ ends with one clear `error:` line and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -432,21 +433,20 @@ COMMANDS = {
 
 
 def import_tensorflow(quietly: bool) -> None:
-    """Import TensorFlow and tensorflow-text, every command's engine; `quietly` as below."""
-    if quietly:
-        import_tensorflow_quietly()
-    else:
+    """Import TensorFlow and tensorflow-text, every command's engine; `quietly`, without their
+    C++ start-up lines on the terminal (`start_up_lines_silenced`)."""
+    with start_up_lines_silenced() if quietly else contextlib.nullcontext():
         import tensorflow  # noqa: F401
         import tensorflow_text  # noqa: F401
 
 
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow (and its text ops) without its C++ start-up lines on the terminal.
+@contextlib.contextmanager
+def start_up_lines_silenced():
+    """File descriptor 2 pointed at the null device for the duration, then restored.
 
     `TF_CPP_MIN_LOG_LEVEL` quiets TensorFlow's logging once it is set up, but the lines it
     writes while its libraries load (oneDNN notices, "Could not find cuda drivers", the abseil
-    warning before them) go straight to file descriptor 2. So descriptor 2 points at the null
-    device for the duration of the import, and is restored before anything of ours runs.
+    warning before them) go straight to file descriptor 2. Restored before anything of ours runs.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", QUIET_TENSORFLOW_LOG_LEVEL)
     sys.stderr.flush()
@@ -454,8 +454,7 @@ def import_tensorflow_quietly() -> None:
     try:
         with open(os.devnull, "wb") as null_device:
             os.dup2(null_device.fileno(), 2)
-        import tensorflow  # noqa: F401
-        import tensorflow_text  # noqa: F401
+        yield
     finally:
         os.dup2(saved_stderr, 2)
         os.close(saved_stderr)

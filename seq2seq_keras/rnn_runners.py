@@ -117,6 +117,15 @@ class ReadingOrder(NamedTuple):
             return lambda rows: rows
         return lambda rows: rows[: self.active[t]]
 
+    def with_rows_past_end(self, stepped: tf.Tensor, every_row: tf.Tensor, t) -> tf.Tensor:
+        """`stepped` (the rows read at position t) with the rows past their end taken from
+        `every_row`: a full batch again, as the loop requires (LiteRT: `stepped` is it)."""
+        if self.active is None:
+            return stepped
+        merged = tf.concat([stepped, every_row[self.active[t]:]], axis=0)
+        merged.set_shape(every_row.shape)
+        return merged
+
     def reverse(self, sequence: tf.Tensor) -> tf.Tensor:
         """Each row's own positions in reverse, its padding kept at its end (LiteRT: all)."""
         if self.ends is None:
@@ -213,17 +222,13 @@ def run_cell(
         output, new_states = step(reading(vectors[t]), stepped, training=False)
         real = reading(is_real[t])[:, None]
         new_states = [tf.where(real, new, old) for new, old in zip(new_states, stepped)]
-        if not list_free:  # the rows past their end keep their states
-            first_done = schedule.active[t]
-            new_states = [tf.concat([new, old[first_done:]], axis=0)
-                          for new, old in zip(new_states, states)]
-            for new, old in zip(new_states, states):
-                new.set_shape(old.shape)  # every row again, as the loop requires
-        if keep_outputs:  # 0 on padding and past a row's end
+        # The rows past their end keep their states and output 0, as padding does.
+        new_states = [schedule.with_rows_past_end(new, old, t)
+                      for new, old in zip(new_states, states)]
+        if keep_outputs:
             output = tf.where(real, output, tf.zeros_like(output))
-            if not list_free:
-                output = tf.concat([output, tf.zeros_like(states[0][schedule.active[t]:])], axis=0)
-            outputs = write(outputs, t, output)
+            outputs = write(outputs, t, schedule.with_rows_past_end(
+                output, tf.zeros_like(states[0]), t))
         return t + 1, tuple(new_states), outputs
 
     last_step = schedule.last_step
