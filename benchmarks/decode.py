@@ -2,6 +2,10 @@
 
     python benchmarks/decode.py --model-dir runs/eng_spa [--data spa-eng.zip]
 
+A Transformer's model directory gets its own rows (`decode_transformer.py`: the cached step
+against the whole prefix re-run at every token, `cache speedup: X.XX`); the rest of this
+docstring is the RNN family's.
+
 Every row decodes the same sample of test sentences (`--sentences`, picked evenly over the
 range of source lengths, in test-split order), after one untimed warm-up pass (the compiled
 decoders' batched rows: the best of `FAST_REPEATS` timed passes), in one run:
@@ -32,6 +36,7 @@ batching and the compiled graph.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import tempfile
@@ -60,6 +65,17 @@ from seq2seq_keras.model import float32_model  # noqa: E402
 from seq2seq_keras.text import END_ID, PAD_ID, START_ID  # noqa: E402
 from seq2seq_keras.tokenizers import make_tokenizer  # noqa: E402
 from seq2seq_keras.translator import BEAM_SIGNATURE, SERVING_SIGNATURE  # noqa: E402
+
+
+def sibling_module(name: str):
+    """benchmarks/NAME.py as a module, without this folder on sys.path (see above)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+decode_transformer = sibling_module("decode_transformer")
 
 MATMUL_SIZE = 2048
 # The compiled decoders take a fraction of a second per pass: each batched row of theirs is the
@@ -206,6 +222,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--decode-precision", choices=DECODE_PRECISIONS,
                         help="the translator's decoding precision (default: the model's)")
+    parser.add_argument("--against", metavar="MODEL_DIR",
+                        help="Transformer only: also time this model's graph greedy decoder")
     args = parser.parse_args(argv)
 
     # 1. Model, test split, ids.
@@ -225,6 +243,8 @@ def main(argv=None) -> int:
     candidates = [(source, row) for source, row in zip(references, ragged.to_list()) if row]
     sample = spread_over_lengths(candidates, args.sentences)
     sources, id_rows = [source for source, _ in sample], [row for _, row in sample]
+    if config.is_transformer:
+        return decode_transformer.run(args, sources, timed)
     all_ids = [pad_rows(batch) for batch in batches(id_rows, args.batch_size)]
     one_ids = [pad_rows([row]) for row in id_rows]
     num_sentences = len(sources)

@@ -4,9 +4,9 @@ A run for `model_dir` keeps its checkpoints in a fixed scratch directory beside 
 `.NAME.partial/` (`partial_directory`), so the same command started again finds them:
 
 1. `RunState` is the position in the run (epoch, batch, time spent, history, early stopping).
-2. `CheckpointStore` saves the weights, the optimizer state and the `RunState`, and loads them
-   back; every file is flushed to disk and the pointer file `checkpoint.json` is replaced
-   atomically, last (`storage.write_atomically`).
+2. `CheckpointStore` saves the weights, the optimizer state, the dropout's random state and
+   the `RunState`, and loads them back; every file is flushed to disk and the pointer file
+   `checkpoint.json` is replaced atomically, last (`storage.write_atomically`).
 3. `history_csv` writes the finished epochs' logs as `history.csv`.
 """
 
@@ -48,8 +48,8 @@ class CheckpointStore:
     """A run's checkpoints in its scratch directory, written so that a kill never corrupts one.
 
     A checkpoint is a weights file (model and optimizer variables), the best epoch's weights
-    (`.npz`) and `checkpoint.json`, which names both files and holds the `RunState` and the
-    config. New files get new names; `checkpoint.json` is written to a temporary file, flushed
+    (`.npz`) and `checkpoint.json`, which names both files and holds the `RunState`, the
+    dropout's random states and the config. New files get new names; `checkpoint.json` is written to a temporary file, flushed
     to disk and renamed over the old one (atomic on POSIX and Windows), and only then are the
     files it no longer names deleted. Killed at any moment, the directory holds one complete
     checkpoint.
@@ -77,6 +77,8 @@ class CheckpointStore:
             # The optimizer's variables (Adam's moments) must exist before they can be loaded.
             model.optimizer.build(model.trainable_variables)
         model.load_weights(self.directory / record["weights"])
+        for variable, value in zip(random_states(model), record.get("random_states", [])):
+            variable.assign(value)
         best_weights = None
         if record["best_weights"]:
             with np.load(self.directory / record["best_weights"]) as arrays:
@@ -112,6 +114,7 @@ class CheckpointStore:
             "best_weights": best_name,
             "state": dataclasses.asdict(state),
             "config": json.loads(config.to_json()),
+            "random_states": [variable.numpy().tolist() for variable in random_states(model)],
         }
         write_atomically(self.pointer, json.dumps(record, indent=1))
         self.delete_files_except(weights_name, best_name)
@@ -121,6 +124,13 @@ class CheckpointStore:
         for path in self.directory.glob("*"):
             if re.fullmatch(r"(weights|best)-\d+\..*", path.name) and path.name not in current:
                 path.unlink()
+
+
+def random_states(model: keras.Model) -> list:
+    """The model's dropout random states (the `keras.random.SeedGenerator` variables), in a
+    fixed order. Keras' weights files leave them out; a resumed run without them would draw
+    other dropout masks from the restart on than the run it continues."""
+    return [variable for variable in model.variables if variable.path.endswith("seed_generator_state")]
 
 
 def history_csv(history: list[dict]) -> str:

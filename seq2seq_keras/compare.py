@@ -109,7 +109,7 @@ def attention_alignments(trained: TrainedModel, sentences: Sequence[str]) -> lis
     Raises:
       ValueError: the model has no attention (`--attention none`).
     """
-    if trained.config.attention == "none":
+    if not trained.config.has_attention:
         raise ValueError(
             "this model has no attention to draw (it was trained with attention none)."
         )
@@ -167,7 +167,7 @@ def draw_figures(
         written.append(plots.plot_runs(histories, out_dir / CURVES_FIGURE))
 
     for model in models:
-        if model.trained.config.attention == "none" or not sentences:
+        if not model.trained.config.has_attention or not sentences:
             continue
         for number, (sentence, alignment) in enumerate(
             zip(sentences, attention_alignments(model.trained, sentences)), start=1

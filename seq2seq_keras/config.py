@@ -15,6 +15,7 @@ from pathlib import Path
 
 CONFIG_FILENAME = "config.json"
 # The choices a config (and so the command line) can name; the CLI imports these lists.
+ARCHITECTURES = ("rnn", "transformer")  # see `architecture` below
 CELLS = ("lstm", "gru")  # the recurrent cell (docs/variants.md)
 ATTENTIONS = ("none", "luong", "bahdanau")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # see `precision` below
@@ -42,6 +43,14 @@ LEGACY_DEFAULTS = {
 # search finds translations greedy decoding misses (about +3 BLEU here, README) for about
 # 1.5x the time of one sentence, as OpenNMT, fairseq and Marian decode by default.
 DEFAULT_BEAM_WIDTH = 4
+# The learning rate and warmup each architecture trains best with in the 30-minute budget, for
+# a config that names none: the LSTM takes Adam's 2e-3 after a short warmup; the Transformer
+# reached a lower validation loss after one epoch with 1e-3 and 800 warmup steps than with
+# 2e-3 and 200 or with 5e-4 and 800 (docs/transformer.md).
+DEFAULT_LEARNING_RATES = {"rnn": 2e-3, "transformer": 1e-3}
+DEFAULT_WARMUP_STEPS = {"rnn": 200, "transformer": 800}
+# The longest translation generated, in tokens, unless a config says otherwise.
+DEFAULT_MAX_DECODE_LENGTH = 64
 # Wider beams cost time linearly and rarely help an LSTM translator. A Python caller asking for
 # more gets a ValueError; a served request is clipped to this width.
 MAX_BEAM_WIDTH = 16
@@ -100,6 +109,10 @@ class Seq2SeqConfig:
     max_target_length: int = 64
 
     # --- Model -------------------------------------------------------------------------
+    # "rnn": the encoder–decoder of recurrent layers (`model.py`; the fields below up to
+    # `output_projection_dim` shape it). "transformer": no recurrence, attention everywhere
+    # (Vaswani et al. 2017; `transformer.py`, the `transformer_*` fields shape it).
+    architecture: str = "rnn"
     embedding_dim: int = 256
     # Size of the LSTM states h and c: the size of the context vector.
     units: int = 512
@@ -130,12 +143,28 @@ class Seq2SeqConfig:
     # units × vocab. None (the default) resolves to units // 2, which halves that work; the
     # saved config records the result (docs/training.md has the measurements).
     output_projection_dim: int | None = None
+    # --- The Transformer (architecture="transformer"): pre-layer-norm blocks (Xiong et al.
+    # 2020), which train without a long warmup, and sinusoidal positions. The sizes are a
+    # small Transformer for a small corpus and a 2-core CPU: 3 blocks a side of width 256 and
+    # 4 heads of 64 cost about as much per token as the 512-unit LSTM with attention, and
+    # every step of a sentence runs in parallel in training (docs/transformer.md measures them).
+    # Blocks on each side (encoder and decoder).
+    transformer_layers: int = 3
+    # The width of every token's vector (d_model): embeddings, attention and block outputs.
+    transformer_width: int = 256
+    # Attention heads per attention layer; each looks through width / heads dimensions.
+    transformer_heads: int = 4
+    # The inner width of each block's feed-forward network (4 × width, as in the paper).
+    transformer_feed_forward: int = 1024
+    # Dropout on embeddings, attention weights and every block's residual branches.
+    transformer_dropout: float = 0.1
 
     # --- Training ----------------------------------------------------------------------
     batch_size: int = 128
-    # Adam's step size. 2e-3 reaches a lower validation loss within the 30-minute budget than
-    # Keras' default 1e-3 (README: the default model's runs); clipnorm keeps it stable.
-    learning_rate: float = 2e-3
+    # Adam's step size. None (the default) resolves to the architecture's entry in
+    # DEFAULT_LEARNING_RATES: for the LSTM, 2e-3 reaches a lower validation loss within the
+    # 30-minute budget than Keras' default 1e-3 (docs/training.md); clipnorm keeps it stable.
+    learning_rate: float | None = None
     # Gradient-norm clipping keeps an LSTM from diverging on an unlucky batch.
     clipnorm: float = 1.0
     # How the learning rate moves during a run. "constant": `learning_rate` throughout.
@@ -145,7 +174,7 @@ class Seq2SeqConfig:
     # of `max_train_seconds`, whichever comes first (`callbacks.LearningRateSchedule`). Sized by
     # the time budget, the decay ends on time on a slow CPU and a fast one alike.
     learning_rate_schedule: str = "cosine"
-    warmup_steps: int = 200
+    warmup_steps: int | None = None  # None: the architecture's DEFAULT_WARMUP_STEPS
     final_learning_rate_fraction: float = 0.02
     # Label smoothing ε of the training loss: (1 - ε) · cross-entropy + ε · cross-entropy
     # against the uniform distribution (`model.Seq2SeqModel`). The validation loss stays the
@@ -174,7 +203,7 @@ class Seq2SeqConfig:
 
     # --- Decoding ----------------------------------------------------------------------
     # Longest translation generated, in tokens, counting the final [END].
-    max_decode_length: int = 64
+    max_decode_length: int = DEFAULT_MAX_DECODE_LENGTH
     # A translation also stops after `decode_length_factor * source tokens +
     # decode_length_offset` tokens (and never after more than `max_decode_length`): a confused
     # model then stops early instead of repeating itself to the maximum. Real translations
@@ -190,6 +219,16 @@ class Seq2SeqConfig:
 
     def __post_init__(self):
         """Refuse a combination of switches the model cannot build, saying how to fix it."""
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}."
+            )
+        if self.architecture == "transformer":
+            self.check_transformer()
+        if self.learning_rate is None:
+            object.__setattr__(self, "learning_rate", DEFAULT_LEARNING_RATES[self.architecture])
+        if self.warmup_steps is None:
+            object.__setattr__(self, "warmup_steps", DEFAULT_WARMUP_STEPS[self.architecture])
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}.")
         if self.attention not in ATTENTIONS:
@@ -223,7 +262,9 @@ class Seq2SeqConfig:
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}.")
         if self.output_projection_dim is None:
-            object.__setattr__(self, "output_projection_dim", self.units // 2)
+            # The Transformer's outputs are already narrow (its width): nothing to factorize.
+            unfactorized = self.architecture == "transformer"
+            object.__setattr__(self, "output_projection_dim", 0 if unfactorized else self.units // 2)
         if self.output_projection_dim < 0:
             raise ValueError(
                 f"output_projection_dim must be 0 (none) or positive, got "
@@ -238,7 +279,10 @@ class Seq2SeqConfig:
             )
         # Keras' go_backwards returns the outputs in reversed order but passes the mask on
         # unreversed, so reading backwards is only allowed where the outputs are not used.
-        reads_outputs = self.bidirectional or self.num_layers > 1 or self.attention != "none"
+        reads_outputs = (
+            self.bidirectional or self.num_layers > 1 or self.attention != "none"
+            or self.architecture == "transformer"
+        )
         if self.reverse_source is None:
             object.__setattr__(self, "reverse_source", not reads_outputs)
         if self.reverse_source and reads_outputs:
@@ -248,6 +292,38 @@ class Seq2SeqConfig:
                 "every source position). Set reverse_source=False (--no-reverse-source)."
             )
 
+    def check_transformer(self) -> None:
+        """Refuse Transformer sizes that cannot build: positive sizes, width split evenly by
+        the heads, a dropout rate in [0, 1)."""
+        sizes = {
+            "transformer_layers": self.transformer_layers,
+            "transformer_width": self.transformer_width,
+            "transformer_heads": self.transformer_heads,
+            "transformer_feed_forward": self.transformer_feed_forward,
+        }
+        for name, size in sizes.items():
+            if size < 1:
+                raise ValueError(f"{name} must be at least 1, got {size}.")
+        if self.transformer_width % self.transformer_heads:
+            raise ValueError(
+                f"transformer_width ({self.transformer_width}) must be a multiple of "
+                f"transformer_heads ({self.transformer_heads}): each head gets width / heads."
+            )
+        if not 0.0 <= self.transformer_dropout < 1.0:
+            raise ValueError(
+                f"transformer_dropout must be in [0, 1), got {self.transformer_dropout}."
+            )
+
+    @property
+    def is_transformer(self) -> bool:
+        return self.architecture == "transformer"
+
+    @property
+    def has_attention(self) -> bool:
+        """True where the decoder attends to the source: attention "luong" or "bahdanau",
+        and every Transformer (its cross-attention)."""
+        return self.attention != "none" or self.is_transformer
+
     @property
     def is_classic(self) -> bool:
         """True for the README's classic graph: one LSTM layer each side, no attention.
@@ -256,7 +332,8 @@ class Seq2SeqConfig:
         configuration numbers its RNN layers (`encoder_rnn_1`, …), see `model.py`.
         """
         return (
-            self.cell == "lstm"
+            self.architecture == "rnn"
+            and self.cell == "lstm"
             and not self.bidirectional
             and self.num_layers == 1
             and self.attention == "none"
@@ -267,9 +344,10 @@ class Seq2SeqConfig:
         """Multiply-adds of the softmax layer's matmuls for one target token: units × vocab, or
         with an `output_projection_dim` N, (units + vocab) × N (the benchmarks count FLOPs
         with it)."""
+        width = self.transformer_width if self.is_transformer else self.units
         if self.output_projection_dim:
-            return self.output_projection_dim * (self.units + self.target_vocab_size)
-        return self.units * self.target_vocab_size
+            return self.output_projection_dim * (width + self.target_vocab_size)
+        return width * self.target_vocab_size
 
     def to_json(self) -> str:
         """The config as indented JSON, the form stored beside a trained model."""

@@ -37,10 +37,13 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from seq2seq_keras import transformer_decode
+from seq2seq_keras.config import DEFAULT_MAX_DECODE_LENGTH
 from seq2seq_keras.model import ModelLayers, attend, attention_memory
 from seq2seq_keras.rnn_runners import KERAS_LAYERS, RNNRunner
 from seq2seq_keras.search import decode_length_caps, source_lengths
 from seq2seq_keras.text import END_ID, PAD_ID, START_ID
+from seq2seq_keras.transformer import is_transformer
 
 # The decoder's state is a flat tuple: the decoder RNN states layer by layer (`h, c` for an
 # LSTM, `h` for a GRU), then, with attention, the memory every step reads: the encoder
@@ -144,19 +147,31 @@ class InferenceModels:
         encoder:      source_ids → [encoder_outputs, *states]
         decoder_step: [token, encoder_outputs, source_mask, *states]
                       → [probabilities, *states, attention_weights (batch, 1, source_len)]
+
+    The Transformer's pair has the same layout with its own state (`transformer_decode`):
+    `encoder: source_ids → [*state]`, `decoder_step: [token, *state] → [probabilities,
+    *state]`, caches of `cache_length` positions inside the state.
     """
 
     encoder: keras.Model  # source_ids (batch, source_len) → [h, c], each (batch, units)
     decoder_step: keras.Model  # [token (batch, 1), h, c] → [probabilities (batch, 1, vocab), h, c]
     attention: bool = False
+    cache_length: int | None = None  # the Transformer's: the most steps its caches hold
 
 
-def build_inference_models(training_model: keras.Model) -> InferenceModels:
+def build_inference_models(
+    training_model: keras.Model, max_length: int = DEFAULT_MAX_DECODE_LENGTH
+) -> InferenceModels:
     """Rebuild the encoder and a one-step decoder from the trained layers, found by name.
 
     Both are `encode` and `decoder_step` applied to `keras.Input`s, so they compute exactly
     what the graph decoder computes. Works on a fresh and on a loaded model alike.
+    `max_length` sizes a Transformer's caches (`transformer_decode.build_inference_models`);
+    recurrent states need no size.
     """
+    if is_transformer(training_model):
+        encoder, step = transformer_decode.build_inference_models(training_model, max_length)
+        return InferenceModels(encoder, step, cache_length=max_length)
     layers = ModelLayers.find(training_model)
     with_attention = layers.attention is not None
 
@@ -219,6 +234,11 @@ def greedy_decode_stepwise(
       `(batch, steps)` int64 token ids, `steps <= max_length`; a row ends at its first `[END]`
       (or at its cap) and is padded with 0 after it.
     """
+    if models.cache_length is not None and max_length > models.cache_length:
+        raise ValueError(
+            f"max_length {max_length} exceeds the {models.cache_length} positions the decoder "
+            "step's caches hold; rebuild the inference models with a larger max_length."
+        )
     batch_size = source_ids.shape[0]
     caps = decode_length_caps(
         source_lengths(source_ids), max_length, length_factor, length_offset

@@ -12,13 +12,14 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from seq2seq_keras import search
+from seq2seq_keras import search, transformer_decode
 from seq2seq_keras.config import check_beam_width
 from seq2seq_keras.decode import State, decoder_logits, encode
 from seq2seq_keras.rnn_runners import CELLS, RNNRunner
 from seq2seq_keras.decode_precision import Bfloat16Matmuls
 from seq2seq_keras.model import ModelLayers
 from seq2seq_keras.text import END_ID, START_ID
+from seq2seq_keras.transformer import TransformerLayers, is_transformer
 
 SOURCE_IDS_SPEC = tf.TensorSpec([None, None], tf.int64, name="source_ids")
 
@@ -27,7 +28,9 @@ class GraphDecoder(tf.Module):
     """The trained layers as `encode` and `step` callables, and the searches compiled over them.
 
     Layers are shared with the training model (same weights). Every configuration works: LSTM
-    or GRU cells, stacked and bidirectional encoders, Luong or Bahdanau attention.
+    or GRU cells, stacked and bidirectional encoders, Luong or Bahdanau attention, and the
+    Transformer, whose step keeps its attention keys and values in a cache of `max_length`
+    positions (`transformer_decode`).
 
     Args:
       training_model: the model built by `model.build_training_model` (fresh or loaded).
@@ -40,7 +43,8 @@ class GraphDecoder(tf.Module):
         (`search.decode_length_caps`, see `max_lengths`), so that a confused model stops
         early instead of repeating itself up to `max_length`.
       precision: "float32" runs the trained layers' own weights (`rnn_runners.CELLS`); "bfloat16"
-        runs the matmuls over bfloat16 copies of them (`decode_precision.Bfloat16Matmuls`).
+        runs the matmuls over bfloat16 copies of them (`decode_precision.Bfloat16Matmuls`;
+        the RNN family only).
       runner: how the layers run instead of `precision`'s (the LiteRT export passes
         `rnn_runners.LITE_CELLS`).
     Example:
@@ -60,9 +64,15 @@ class GraphDecoder(tf.Module):
         name: str = "graph_decoder",
     ):
         super().__init__(name=name)
-        self.layers = ModelLayers.find(training_model)
-        if runner is None:
-            runner = self.precision_runner(precision)
+        self.is_transformer = is_transformer(training_model)
+        if self.is_transformer:
+            if precision != "float32":
+                raise ValueError(f'the Transformer decodes in "float32", not {precision!r}.')
+            self.layers = TransformerLayers.find(training_model)
+        else:
+            self.layers = ModelLayers.find(training_model)
+            if runner is None:
+                runner = self.precision_runner(precision)
         self.runner = runner
         self.max_length = max_length
         self.vocabulary_size = vocabulary_size
@@ -100,7 +110,7 @@ class GraphDecoder(tf.Module):
 
     @property
     def has_attention(self) -> bool:
-        return self.layers.attention is not None
+        return self.is_transformer or self.layers.attention is not None
 
     def max_lengths(self, source_ids: tf.Tensor) -> tf.Tensor:
         """`(batch,)` int32: the most tokens each sentence may get, from its source length.
@@ -113,11 +123,12 @@ class GraphDecoder(tf.Module):
             self.length_factor, self.length_offset,
         )
 
-    def encode(self, source_ids: tf.Tensor) -> State:
+    def encode(self, source_ids: tf.Tensor, max_steps: int | tf.Tensor | None = None) -> State:
         """The decoder's initial state for `(batch, source_len)` right-padded source ids.
 
         A padding position leaves the states unchanged, as Keras' masked RNNs do, so a row's
-        final state is the state after its last real token (zeros for an empty row).
+        final state is the state after its last real token (zeros for an empty row). A
+        Transformer's caches hold `max_steps` positions (default: `max_length`).
         """
         source_ids = tf.convert_to_tensor(source_ids, tf.int64)
         # Per-step outputs cannot be stacked from zero steps: one padding column gives sources
@@ -125,6 +136,9 @@ class GraphDecoder(tf.Module):
         # weight 0; a row of only padding gets a zero context either way).
         missing = tf.maximum(1 - tf.shape(source_ids)[1], 0)
         source_ids = tf.pad(source_ids, [[0, 0], [0, missing]])
+        if self.is_transformer:
+            max_steps = self.max_length if max_steps is None else max_steps
+            return transformer_decode.encode(self.layers, source_ids, max_steps)
         states, memory = encode(self.layers, source_ids, self.runner)
         return (*states, *memory)
 
@@ -135,15 +149,22 @@ class GraphDecoder(tf.Module):
 
     def step_with_attention(self, token_ids: tf.Tensor, state: State):
         """`step`, also returning the attention weights `(batch, source_len)` (None without)."""
+        if self.is_transformer:
+            logits, state, weights = transformer_decode.decoder_logits(self.layers, token_ids, state)
+            return self.known_tokens_only(logits), state, weights
         num_rnn_states = len(self.layers.decoder_rnns) * self.layers.states_per_layer
         rnn_states, memory = state[:num_rnn_states], state[num_rnn_states:]
         logits, new_states, weights = decoder_logits(
             self.layers, token_ids, rnn_states, memory, self.runner
         )
+        return self.known_tokens_only(logits), (*new_states, *memory), weights
+
+    def known_tokens_only(self, logits: tf.Tensor) -> tf.Tensor:
+        """`logits` with -inf past `vocabulary_size`, so no search picks an id without a token."""
         if self.vocabulary_size is not None and self.vocabulary_size < logits.shape[-1]:
             has_token = tf.range(tf.shape(logits)[1]) < self.vocabulary_size
             logits = tf.where(has_token[None, :], logits, float("-inf"))
-        return logits, (*new_states, *memory), weights
+        return logits
 
     def attention_weights(self, source_ids: tf.Tensor, token_ids: tf.Tensor) -> tf.Tensor:
         """The attention weights of every step that produced `token_ids`, by re-running them.
@@ -180,22 +201,32 @@ class GraphDecoder(tf.Module):
         )
         return weights[:, :, : tf.shape(source_ids)[1]]
 
+    def search_state(self, source_ids: tf.Tensor, max_lengths: tf.Tensor) -> State:
+        """`encode` for a search whose rows stop at `max_lengths`: a Transformer's caches
+        hold only the batch's longest cap, not `max_length`. A step reads and writes its
+        whole cache, so on everyday sentences (caps near 30 tokens of 64) this halves it."""
+        longest = tf.maximum(tf.reduce_max(max_lengths), 1) if self.is_transformer else None
+        return self.encode(source_ids, longest)
+
     def _greedy(self, source_ids):
+        max_lengths = self.max_lengths(source_ids)
         return search.greedy_search(
-            self.step, self.encode(source_ids), tf.shape(source_ids)[0], self.max_length,
-            max_lengths=self.max_lengths(source_ids),
+            self.step, self.search_state(source_ids, max_lengths), tf.shape(source_ids)[0],
+            self.max_length, max_lengths=max_lengths,
         )
 
     def _beam(self, source_ids, beam_width, alpha):
+        max_lengths = self.max_lengths(source_ids)
         return search.beam_search(
-            self.step, self.encode(source_ids), tf.shape(source_ids)[0], self.max_length,
-            beam_width, alpha, max_lengths=self.max_lengths(source_ids),
+            self.step, self.search_state(source_ids, max_lengths), tf.shape(source_ids)[0],
+            self.max_length, beam_width, alpha, max_lengths=max_lengths,
         )
 
     def _sample(self, source_ids, temperature, seed):
+        max_lengths = self.max_lengths(source_ids)
         return search.sample_search(
-            self.step, self.encode(source_ids), tf.shape(source_ids)[0], self.max_length,
-            temperature, seed, max_lengths=self.max_lengths(source_ids),
+            self.step, self.search_state(source_ids, max_lengths), tf.shape(source_ids)[0],
+            self.max_length, temperature, seed, max_lengths=max_lengths,
         )
 
     def _greedy_with_attention(self, source_ids):

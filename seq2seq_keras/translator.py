@@ -91,7 +91,10 @@ class TranslatorModule(tf.Module):
         self.config = config
         self.source_tokenizer = make_tokenizer(config.tokenizer, source_vocabulary)
         self.target_tokenizer = make_tokenizer(config.tokenizer, target_vocabulary)
-        self.decode_precision = resolve_decode_precision(config.decode_precision)
+        # The Transformer's cached step decodes in float32 (no bfloat16 path is written for it).
+        self.decode_precision = (
+            "float32" if config.is_transformer else resolve_decode_precision(config.decode_precision)
+        )
         self.decoder = GraphDecoder(
             float32_model(training_model, config),  # decoding's precision (docs/serving.md)
             config.max_decode_length,

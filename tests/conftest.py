@@ -18,7 +18,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from seq2seq_keras import data as data_lib  # noqa: E402
-from seq2seq_keras import pipeline  # noqa: E402
+from seq2seq_keras import pipeline, search  # noqa: E402
 from seq2seq_keras import text as text_lib  # noqa: E402
 from seq2seq_keras import tokenizers  # noqa: E402
 from seq2seq_keras import train as train_lib  # noqa: E402
@@ -211,3 +211,14 @@ def assert_differs_only_on_near_ties(model, source_ids, actual, expected, max_sh
         chosen, other = expected[sentence, step], actual[sentence, step]
         gap = np.log(probabilities[row, step, chosen]) - np.log(probabilities[row, step, other])
         assert abs(gap) < 0.05, (sentence, step, gap)
+
+
+def greedy_and_beam_one(decoder, source_ids) -> tuple:
+    """Greedy search and beam search with one beam (no length penalty, no greedy fallback)
+    from the same step and state: their tokens must be the same."""
+    state = decoder.encode(source_ids)
+    batch_size, max_length = len(source_ids), decoder.max_length
+    greedy = search.greedy_search(decoder.step, state, batch_size, max_length)
+    beam_one = search.beam_search(decoder.step, state, batch_size, max_length, beam_width=1,
+                                  alpha=0.0, include_greedy=False)
+    return greedy, beam_one

@@ -64,6 +64,14 @@ def test_decode_precision_is_a_choice_and_litert_refuses_bfloat16(tmp_path):
     assert "Traceback" not in litert.stderr
 
 
+@pytest.mark.parametrize("value", ["0", "-3", "twelve"])
+def test_min_words_must_be_a_whole_number_of_at_least_one(value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser().parse_args(["evaluate", "--min-words", value])
+    assert exit_info.value.code == 2
+    assert f"argument --min-words: {value!r} is not a whole number" in capsys.readouterr().err
+
+
 class RecordingTranslator:
     """Stands in for a loaded translator: records each call's search, translates to "x"."""
 
@@ -120,3 +128,13 @@ def test_train_translate_evaluate_end_to_end(spa_eng_path, tmp_path):
         assert translated.stdout.count("\n") == 1  # one translation (a tiny model's may be "")
     evaluated = run_cli("evaluate", "--model-dir", str(model_dir), "--data", str(spa_eng_path))
     assert evaluated.returncode == 0 and "source words" in evaluated.stdout
+    long_only = run_cli("evaluate", "--model-dir", str(model_dir), "--data", str(spa_eng_path),
+                        "--beam", "1", "--min-words", "4")
+    assert long_only.returncode == 0, long_only.stderr[-3000:]
+    assert "test split, sources of 4+ words (greedy): BLEU" in long_only.stdout
+    first_bucket = long_only.stdout.split("source words")[1].split()[2]  # after "sentences BLEU"
+    assert first_bucket == "4-6", long_only.stdout  # the 1-3 bucket is gone
+    too_long = run_cli("evaluate", "--model-dir", str(model_dir), "--data", str(spa_eng_path),
+                       "--min-words", "1000")
+    assert too_long.returncode == 2
+    assert too_long.stderr.strip().endswith("error: no test source has 1000 or more words.")

@@ -20,6 +20,7 @@ from conftest import (
     TINY_PAIRS,
     assert_differs_only_on_near_ties,
     build_tiny,
+    greedy_and_beam_one,
     padded,
     real_source_ids,
 )
@@ -136,11 +137,7 @@ def test_graph_beam_on_the_model_width_one_is_greedy_and_width_four_scores_highe
 ):
     tiny = half_trained_model
     decoder = GraphDecoder(tiny.model, tiny.config.max_decode_length)
-    state = decoder.encode(many_source_ids)
-    batch_size, max_length = len(many_source_ids), tiny.config.max_decode_length
-    greedy = search.greedy_search(decoder.step, state, batch_size, max_length)
-    beam_one = search.beam_search(decoder.step, state, batch_size, max_length, beam_width=1,
-                                  alpha=0.0, include_greedy=False)
+    greedy, beam_one = greedy_and_beam_one(decoder, many_source_ids)
     np.testing.assert_array_equal(beam_one.token_ids, greedy.token_ids)
 
     alpha = search.DEFAULT_LENGTH_ALPHA

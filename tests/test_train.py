@@ -79,10 +79,19 @@ print("RESULT " + json.dumps({"resumed_from": result.resumed_from, "history": re
 """
 
 
+# A Transformer as small as SMALL's LSTM, with its dropout: resuming restores the dropout's
+# random state too.
+SMALL_TRANSFORMER = dict(
+    architecture="transformer", transformer_layers=1, transformer_width=32, transformer_heads=2,
+    transformer_feed_forward=64, reverse_source=False,
+)
+
+
 @pytest.mark.slow
-def test_a_run_killed_mid_epoch_resumes_and_ends_as_if_never_killed(spa_eng_path, tmp_path):
+@pytest.mark.parametrize("sizes", [{}, SMALL_TRANSFORMER], ids=["rnn", "transformer"])
+def test_a_run_killed_mid_epoch_resumes_and_ends_as_if_never_killed(sizes, spa_eng_path, tmp_path):
     # A checkpoint after every batch, so the kill lands mid-epoch, possibly mid-write.
-    config = dataclasses.replace(SMALL, epochs=3, checkpoint_seconds=1e-9)
+    config = dataclasses.replace(SMALL, epochs=3, checkpoint_seconds=1e-9, **sizes)
     arguments = [config.to_json(), str(tmp_path / "model"), str(spa_eng_path)]
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     command = [sys.executable, "-c", TRAIN_SCRIPT, *arguments]
@@ -250,7 +259,7 @@ def rows(lengths, vocabulary_size, width=7):
 source = rows([5, 3, 6, 2, 4, 4, 2, 6], 50)
 target = rows([6, 4, 5, 3, 3, 5, 6, 4], 40)
 
-def three_steps(strategy):
+def three_steps(strategy, config=config):
     # (TensorFlow ops only from here on: a multi-worker strategy must exist before any.)
     batches = tf.data.Dataset.from_tensors(((source, target[:, :-1]), target[:, 1:])).repeat(3)
     keras.utils.set_random_seed(3)
@@ -278,7 +287,17 @@ import json, logging, sys
 from seq2seq_keras.cli import main
 one = three_steps(train_lib.distribute.make_strategy("default"))
 two = three_steps(train_lib.distribute.make_strategy("mirrored"))
-print("RESULT " + json.dumps({{"one": one, "two": two}}), flush=True)
+# The Transformer through the same builder. Without dropout: two replicas draw other dropout
+# masks than one device does, which would hide whether the gradients agree.
+import dataclasses
+transformer = dataclasses.replace(
+    config, architecture="transformer", transformer_layers=1, transformer_width=16,
+    transformer_heads=2, transformer_feed_forward=32, transformer_dropout=0.0,
+    reverse_source=False)
+one_transformer = three_steps(train_lib.distribute.make_strategy("default"), transformer)
+two_transformer = three_steps(train_lib.distribute.make_strategy("mirrored"), transformer)
+print("RESULT " + json.dumps({{"one": one, "two": two, "one_transformer": one_transformer,
+                              "two_transformer": two_transformer}}), flush=True)
 sys.exit(main(["train", "--strategy", "mirrored", "--data", {str(spa_eng_path)!r},
                "--max-pairs", "600", "--epochs", "1", "--units", "16", "--embedding-dim", "8",
                "--precision", "float32", "--model-dir", {str(tmp_path / "model")!r},
@@ -290,6 +309,15 @@ sys.exit(main(["train", "--strategy", "mirrored", "--data", {str(spa_eng_path)!r
     assert (result["one"]["replicas"], result["two"]["replicas"]) == (1, 2)
     assert result["two"]["losses"] == pytest.approx(result["one"]["losses"], rel=1e-5)
     assert result["two"]["weights"] == pytest.approx(result["one"]["weights"], rel=1e-5)
+    one_transformer, two_transformer = result["one_transformer"], result["two_transformer"]
+    assert two_transformer["replicas"] == 2
+    assert two_transformer["losses"] == pytest.approx(one_transformer["losses"], rel=1e-5)
+    # abs: the attention's key biases get an exactly zero gradient (a softmax does not change
+    # when all of a query's scores shift by the same amount), so they hold rounding noise of
+    # order 1e-9, which two summation orders do not share.
+    assert two_transformer["weights"] == pytest.approx(
+        one_transformer["weights"], rel=1e-5, abs=1e-6
+    )
     # The command line trains and writes a model under the same strategy.
     assert "training on 2 replicas (MirroredStrategy), global batch 128" in completed.stderr
     assert load_trained_model(tmp_path / "model").config.units == 16

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from seq2seq_keras import cli, export, pipeline, search
+from seq2seq_keras import cli, export, pipeline
 from seq2seq_keras import data as data_lib
 from seq2seq_keras import text as text_lib
 from seq2seq_keras import model as model_lib
@@ -33,7 +33,13 @@ from seq2seq_keras.translator import (
 )
 from seq2seq_keras.model_dir import TrainedModel
 
-from conftest import TINY_PAIRS, assert_differs_only_on_near_ties, build_tiny, padded
+from conftest import (
+    TINY_PAIRS,
+    assert_differs_only_on_near_ties,
+    build_tiny,
+    greedy_and_beam_one,
+    padded,
+)
 
 PAD, START, END = text_lib.PAD_ID, text_lib.START_ID, text_lib.END_ID
 TRAINING_STEPS = 12  # full-batch epochs: one optimizer step each
@@ -217,11 +223,7 @@ def test_every_variant_decodes_with_bfloat16_matmuls_as_in_float32_but_near_ties
 def test_graph_beam_search_works_for_every_variant(variant, real_source_ids):
     decoder = GraphDecoder(variant.model, variant.config.max_decode_length)
     source_ids = real_source_ids[:40]
-    state = decoder.encode(source_ids)
-    batch_size, max_length = len(source_ids), variant.config.max_decode_length
-    greedy = search.greedy_search(decoder.step, state, batch_size, max_length)
-    beam_one = search.beam_search(decoder.step, state, batch_size, max_length, beam_width=1,
-                                  alpha=0.0, include_greedy=False)
+    greedy, beam_one = greedy_and_beam_one(decoder, source_ids)
     np.testing.assert_array_equal(beam_one.token_ids, greedy.token_ids)
     beam = decoder.beam(tf.constant(source_ids), tf.constant(3), tf.constant(0.6))
     # The beams' states (attention memory included) followed their parents: rescoring agrees.
