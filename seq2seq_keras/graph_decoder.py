@@ -29,8 +29,8 @@ class GraphDecoder(tf.Module):
 
     Layers are shared with the training model (same weights). Every configuration works: LSTM
     or GRU cells, stacked and bidirectional encoders, Luong or Bahdanau attention, and the
-    Transformer, whose step keeps its attention keys and values in a cache of `max_length`
-    positions (`transformer_decode`).
+    Transformer, whose step keeps its attention keys and values in a cache as long as the
+    batch's longest length cap (`search_state`, `transformer_decode`).
 
     Args:
       training_model: the model built by `model.build_training_model` (fresh or loaded).

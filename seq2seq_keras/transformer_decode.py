@@ -7,7 +7,7 @@ The same step contract as the RNN family (`decode.py`), so every search of
     decoder_logits(token, state)    → next-token logits, the new state, cross-attention weights
 
 Training computes every target position at once; generating, the target is unknown, so
-positions come one at a time. Re-running the decoder over the whole prefix at every new token
+positions come one at a time. Re-running the model over the whole prefix at every new token
 (what the Keras example and the TensorFlow tutorial do) costs a prefix's worth of work per
 token. The step here keeps, per decoder block, the self-attention keys and values of the
 tokens already written, in buffers of the length cap, and the cross-attention keys and values
