@@ -120,7 +120,8 @@ def run(args, sources: list[str], timed) -> int:
         rows.append((f"{args.against} greedy", args.batch_size, seconds))
 
     config = trained.config
-    print(f"Transformer {args.model_dir}: {config.transformer_layers} blocks a side, width "
+    print(f"Transformer {args.model_dir}: {config.transformer_layers} encoder and "
+          f"{config.transformer_decoder_blocks} decoder blocks, width "
           f"{config.transformer_width}, {config.transformer_heads} heads; {count} test sentences")
     baseline = count / rows[0][2]
     print(f"\n{'decoder':<40}{'batch':>6}{'seconds':>9}{'sent/s':>10}{'x uncached':>12}")

@@ -291,7 +291,8 @@ def add_transformer_flags(train: argparse.ArgumentParser, defaults: Seq2SeqConfi
                        help="recurrent encoder–decoder (rnn, shaped by the flags above) or the "
                        f"Transformer (default: {defaults.architecture})")
     sizes = [
-        ("layers", int, "blocks on each side"),
+        ("layers", int, "encoder blocks, and decoder blocks unless --transformer-decoder-layers"),
+        ("decoder-layers", int, "decoder blocks"),
         ("width", int, "width of every token vector (d_model)"),
         ("heads", int, "attention heads per attention layer"),
         ("feed-forward", int, "inner width of each block's feed-forward network"),
@@ -299,8 +300,9 @@ def add_transformer_flags(train: argparse.ArgumentParser, defaults: Seq2SeqConfi
     ]
     for flag, kind, meaning in sizes:
         default = getattr(defaults, "transformer_" + flag.replace("-", "_"))
+        shown = "as many as --transformer-layers" if default is None else default
         train.add_argument(f"--transformer-{flag}", type=kind, default=default,
-                           help=f"Transformer: {meaning} (default: {default})")
+                           help=f"Transformer: {meaning} (default: {shown})")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -332,6 +334,7 @@ def config_from_args(args: argparse.Namespace):
         attention=args.attention,
         architecture=args.architecture,
         transformer_layers=args.transformer_layers,
+        transformer_decoder_layers=args.transformer_decoder_layers,
         transformer_width=args.transformer_width,
         transformer_heads=args.transformer_heads,
         transformer_feed_forward=args.transformer_feed_forward,

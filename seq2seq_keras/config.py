@@ -148,8 +148,13 @@ class Seq2SeqConfig:
     # small Transformer for a small corpus and a 2-core CPU: 3 blocks a side of width 256 and
     # 4 heads of 64 cost about as much per token as the 512-unit LSTM with attention, and
     # every step of a sentence runs in parallel in training (docs/transformer.md measures them).
-    # Blocks on each side (encoder and decoder).
+    # Encoder blocks, and decoder blocks unless `transformer_decoder_layers` says otherwise.
     transformer_layers: int = 3
+    # Decoder blocks. None (the default): as many as `transformer_layers` (read it through
+    # `transformer_decoder_blocks`). A deep encoder with a shallow decoder (Kasai et al. 2021)
+    # moves work from the decoder, which runs once per generated token, to the encoder, which
+    # runs once per sentence: decoding gets faster (docs/transformer.md measures it).
+    transformer_decoder_layers: int | None = None
     # The width of every token's vector (d_model): embeddings, attention and block outputs.
     transformer_width: int = 256
     # Attention heads per attention layer; each looks through width / heads dimensions.
@@ -297,6 +302,7 @@ class Seq2SeqConfig:
         the heads, a dropout rate in [0, 1)."""
         sizes = {
             "transformer_layers": self.transformer_layers,
+            "transformer_decoder_layers": self.transformer_decoder_blocks,
             "transformer_width": self.transformer_width,
             "transformer_heads": self.transformer_heads,
             "transformer_feed_forward": self.transformer_feed_forward,
@@ -338,6 +344,13 @@ class Seq2SeqConfig:
             and self.num_layers == 1
             and self.attention == "none"
         )
+
+    @property
+    def transformer_decoder_blocks(self) -> int:
+        """The decoder's block count: `transformer_decoder_layers`, or `transformer_layers`."""
+        if self.transformer_decoder_layers is None:
+            return self.transformer_layers
+        return self.transformer_decoder_layers
 
     @property
     def output_layer_multiply_adds(self) -> int:

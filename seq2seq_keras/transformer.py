@@ -59,10 +59,10 @@ MASKED_SCORE = -1e9
 MAX_WAVELENGTH = 10_000.0
 
 
-def block_names(num_layers: int) -> tuple[list[str], list[str]]:
+def block_names(encoder_layers: int, decoder_layers: int) -> tuple[list[str], list[str]]:
     """The encoder's and the decoder's block names, first block first."""
-    numbers = range(1, num_layers + 1)
-    return [f"{ENCODER_BLOCK}_{i}" for i in numbers], [f"{DECODER_BLOCK}_{i}" for i in numbers]
+    return ([f"{ENCODER_BLOCK}_{i}" for i in range(1, encoder_layers + 1)],
+            [f"{DECODER_BLOCK}_{i}" for i in range(1, decoder_layers + 1)])
 
 
 def build_transformer_model(config: Seq2SeqConfig) -> keras.Model:
@@ -72,7 +72,9 @@ def build_transformer_model(config: Seq2SeqConfig) -> keras.Model:
     RNN family, so the same pipeline, `model.fit`, callbacks and decoders train and run it.
     """
     width, dropout = config.transformer_width, config.transformer_dropout
-    encoder_names, decoder_names = block_names(config.transformer_layers)
+    encoder_names, decoder_names = block_names(
+        config.transformer_layers, config.transformer_decoder_blocks
+    )
     block_sizes = dict(
         width=width, heads=config.transformer_heads,
         feed_forward=config.transformer_feed_forward, dropout=dropout,
@@ -360,10 +362,9 @@ class TransformerLayers(NamedTuple):
             raise ValueError(f"model {training_model.name!r} has no {ENCODER_BLOCK}_1: "
                              "it is not a Transformer built by seq2seq_keras.")
         names = {layer.name for layer in training_model.layers}
-        num_layers = 1
-        while f"{ENCODER_BLOCK}_{num_layers + 1}" in names:
-            num_layers += 1
-        encoder_names, decoder_names = block_names(num_layers)
+        encoder_names, decoder_names = block_names(
+            blocks_named(ENCODER_BLOCK, names), blocks_named(DECODER_BLOCK, names)
+        )
         get = training_model.get_layer
         return cls(
             get(ENCODER_EMBEDDING), get(ENCODER_POSITIONS), [get(n) for n in encoder_names],
@@ -376,6 +377,14 @@ class TransformerLayers(NamedTuple):
         """`(heads, head_width)` of every cached key and value."""
         attention = self.decoder_blocks[0].self_attention
         return attention.num_heads, attention.key_dim
+
+
+def blocks_named(prefix: str, names: set[str]) -> int:
+    """How many blocks `prefix_1`, `prefix_2`, … the set of layer names holds."""
+    count = 0
+    while f"{prefix}_{count + 1}" in names:
+        count += 1
+    return count
 
 
 def is_transformer(training_model: keras.Model) -> bool:

@@ -41,8 +41,11 @@ from test_variants import teacher_forced_log_probs
 
 PAD, START, END = text_lib.PAD_ID, text_lib.START_ID, text_lib.END_ID
 TRAINING_STEPS = 30  # full-batch epochs: one optimizer step each
+# One encoder block and two decoder blocks: every test below also checks that the two sides'
+# block counts are independent and that each decoder block keeps its own cache.
 TINY_TRANSFORMER = dict(
-    architecture="transformer", transformer_layers=2, transformer_width=32,
+    architecture="transformer", transformer_layers=1, transformer_decoder_layers=2,
+    transformer_width=32,
     transformer_heads=4, transformer_feed_forward=64, learning_rate=3e-3, reverse_source=False,
 )
 # float32 tolerance between two orders of the same sums (the teacher-forced model attends over
@@ -86,13 +89,14 @@ def source_ids(tiny):
 def test_the_transformer_flags_make_the_config():
     args = build_parser().parse_args(
         ["train", "--architecture", "transformer", "--transformer-layers", "2",
-         "--transformer-width", "128", "--transformer-heads", "8",
+         "--transformer-decoder-layers", "1", "--transformer-width", "128", "--transformer-heads", "8",
          "--transformer-feed-forward", "512", "--transformer-dropout", "0.2"]
     )
     config = config_from_args(args)
     assert config.is_transformer and not config.is_classic
-    assert (config.transformer_layers, config.transformer_width, config.transformer_heads,
-            config.transformer_feed_forward, config.transformer_dropout) == (2, 128, 8, 512, 0.2)
+    assert (config.transformer_layers, config.transformer_decoder_blocks, config.transformer_width,
+            config.transformer_heads, config.transformer_feed_forward,
+            config.transformer_dropout) == (2, 1, 128, 8, 512, 0.2)
     assert config.reverse_source is False  # positions carry the order; nothing to reverse
     assert config.output_projection_dim == 0  # the width is already small
 
@@ -103,6 +107,7 @@ def test_the_transformer_flags_make_the_config():
         (dict(architecture="rnn2"), "architecture must be one of"),
         (dict(transformer_width=30, transformer_heads=4), "multiple of"),
         (dict(transformer_layers=0), "transformer_layers must be at least 1"),
+        (dict(transformer_decoder_layers=0), "transformer_decoder_layers must be at least 1"),
         (dict(transformer_dropout=1.0), "transformer_dropout must be in"),
         (dict(reverse_source=True), "reverse_source works only"),
     ],
@@ -118,11 +123,13 @@ def test_transformer_sizes_that_cannot_build_are_refused(switches, message):
 def test_the_transformer_has_its_named_layers_and_trains(tiny_transformer):
     tiny, losses = tiny_transformer
     names = {layer.name for layer in tiny.model.layers}
-    expected = {"encoder_embedding", "encoder_positions", "encoder_block_1", "encoder_block_2",
-                "encoder_norm", "decoder_embedding", "decoder_positions", "decoder_block_1",
-                "decoder_block_2", "decoder_norm", "decoder_dense"}
+    expected = {"encoder_embedding", "encoder_positions", "encoder_block_1", "encoder_norm",
+                "decoder_embedding", "decoder_positions", "decoder_block_1", "decoder_block_2",
+                "decoder_norm", "decoder_dense"}
     assert expected <= names
-    assert "encoder_block_3" not in names
+    assert not {"encoder_block_2", "decoder_block_3"} & names
+    layers = transformer.TransformerLayers.find(tiny.model)
+    assert (len(layers.encoder_blocks), len(layers.decoder_blocks)) == (1, 2)
     assert losses[-1] < losses[0] - 1.0, f"loss {losses[0]:.2f} → {losses[-1]:.2f}"
 
 
