@@ -7,6 +7,7 @@ training graph, the cached step and the graph decoder.
 """
 
 import dataclasses
+import json
 import subprocess
 import sys
 
@@ -99,6 +100,14 @@ def test_the_transformer_flags_make_the_config():
             config.transformer_dropout) == (2, 1, 128, 8, 512, 0.2)
     assert config.reverse_source is False  # positions carry the order; nothing to reverse
     assert config.output_projection_dim == 0  # the width is already small
+
+
+def test_a_config_saved_before_the_decoder_block_count_keeps_as_many_as_the_encoder():
+    saved = json.loads(Seq2SeqConfig(architecture="transformer", transformer_layers=3).to_json())
+    del saved["transformer_decoder_layers"]
+    config = Seq2SeqConfig.from_json(json.dumps(saved))
+    assert (config.transformer_layers, config.transformer_decoder_blocks) == (3, 3)
+    assert Seq2SeqConfig(transformer_layers=3, transformer_decoder_layers=1).transformer_decoder_blocks == 1
 
 
 @pytest.mark.parametrize(
