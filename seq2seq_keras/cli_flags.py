@@ -281,6 +281,7 @@ def add_plot(commands) -> None:
                       help="a sentence whose attention to draw; repeatable (default: a few "
                       "sample sentences)")
     plot.add_argument("--splits", default="test", choices=("test", "validation,test"),
+                      metavar="test|validation,test",
                       help="held-out sentences scored by length: the test split (default) or "
                       "validation and test pooled, for more long sentences")
 
