@@ -48,7 +48,7 @@ from seq2seq_keras.objective import (  # noqa: F401
     compile_model,
 )
 from seq2seq_keras.text import PAD_ID
-from seq2seq_keras.transformer import build_transformer_model
+from seq2seq_keras.transformer import build_transformer_model, numbered_layers
 
 # Layer names: the contract between the training graph and everything that decodes with it.
 SOURCE_INPUT = "source_ids"
@@ -282,9 +282,7 @@ class ModelLayers(NamedTuple):
         names = {layer.name for layer in training_model.layers}
         get = training_model.get_layer
         classic = ENCODER_LSTM in names
-        num_layers = 1
-        while not classic and f"{ENCODER_RNN}_{num_layers + 1}" in names:
-            num_layers += 1
+        num_layers = 1 if classic else max(numbered_layers(ENCODER_RNN, names), 1)
         encoder_names, decoder_names = rnn_layer_names(num_layers, classic)
         if encoder_names[0] not in names:
             raise ValueError(

@@ -363,7 +363,7 @@ class TransformerLayers(NamedTuple):
                              "it is not a Transformer built by seq2seq_keras.")
         names = {layer.name for layer in training_model.layers}
         encoder_names, decoder_names = block_names(
-            blocks_named(ENCODER_BLOCK, names), blocks_named(DECODER_BLOCK, names)
+            numbered_layers(ENCODER_BLOCK, names), numbered_layers(DECODER_BLOCK, names)
         )
         get = training_model.get_layer
         return cls(
@@ -379,8 +379,9 @@ class TransformerLayers(NamedTuple):
         return attention.num_heads, attention.key_dim
 
 
-def blocks_named(prefix: str, names: set[str]) -> int:
-    """How many blocks `prefix_1`, `prefix_2`, … the set of layer names holds."""
+def numbered_layers(prefix: str, names: set[str]) -> int:
+    """How many layers `prefix_1`, `prefix_2`, … the set of layer names holds: the block count
+    of a Transformer's side, the layer count of a stacked RNN (`model.ModelLayers.find`)."""
     count = 0
     while f"{prefix}_{count + 1}" in names:
         count += 1
