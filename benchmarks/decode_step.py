@@ -9,13 +9,17 @@ LSTM with attention, Transformers with more or fewer decoder blocks) compare dir
 model's graph decoder (`graph_decoder.GraphDecoder`, float32) encodes the same sentence
 `--batch` times and runs `--steps` steps in one compiled `tf.while_loop`, feeding back each
 step's most probable token, after one untimed warm-up; the row is the best of `REPEATS` runs.
-It also counts the ops in the step's graph: at batch 64 most ops work on small tensors, so the
-executor's cost per op weighs as much as their arithmetic. Ratios are against the first model.
+It also counts the step's graph ops and its matmul FLOPs (every MatMul, BatchMatMul and
+Einsum, 2 FLOPs a multiply-add), and prints the GFLOP/s the step reaches beside the rate of
+plain float32 matmuls of `--batch` rows timed in the same run, in the same kind of loop: how
+fast the step's matmuls could run with nothing else around them. Ratios are against the
+first model.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -36,6 +40,10 @@ from seq2seq_keras.tokenizers import make_tokenizer  # noqa: E402
 
 SENTENCE = "I bought a red car last week and it was too expensive."
 REPEATS = 5
+# (inner, outer) sizes of the reference matmuls, `(batch, inner) @ (inner, outer)`: the output
+# layer (256 → 8,000 pieces), a feed-forward layer (256 → 1,024), an attention projection.
+REFERENCE_MATMULS = ((256, 8000), (256, 1024), (256, 256))
+MATMUL_OPS = ("MatMul", "BatchMatMulV2", "Einsum")
 
 
 def parse_args() -> argparse.Namespace:
@@ -48,8 +56,8 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def step_cost(model_dir: str, batch: int, steps: int) -> tuple[float, int]:
-    """`(milliseconds a step, ops in the step's graph)` of one trained model."""
+def step_cost(model_dir: str, batch: int, steps: int) -> tuple[float, int, float]:
+    """`(milliseconds a step, ops in the step's graph, its matmul MFLOPs)` of one trained model."""
     trained = load_trained_model(model_dir)
     decoder = GraphDecoder(
         float32_model(trained.training_model, trained.config), steps,
@@ -74,17 +82,60 @@ def step_cost(model_dir: str, batch: int, steps: int) -> tuple[float, int]:
         run_steps(tokens, state).numpy()
         best = min(best, time.perf_counter() - start)
     graph = tf.function(decoder.step).get_concrete_function(tokens, state).graph
-    return best / steps * 1e3, len(graph.get_operations())
+    return best / steps * 1e3, len(graph.get_operations()), matmul_flops(graph) / 1e6
+
+
+def matmul_flops(graph) -> int:
+    """The FLOPs of the matmuls in `graph` (static shapes): 2 per multiply-add."""
+    total = 0
+    for op in graph.get_operations():
+        if op.type not in MATMUL_OPS:
+            continue
+        if op.type == "Einsum":  # a two-operand contraction: every index multiplied once
+            inputs = op.get_attr("equation").decode().split("->")[0].split(",")
+            sizes = {letter: size for letters, tensor in zip(inputs, op.inputs)
+                     for letter, size in zip(letters, tensor.shape.as_list())}
+            total += 2 * math.prod(sizes.values())
+        else:
+            left = op.inputs[0].shape.as_list()
+            transposed = op.get_attr("transpose_a" if op.type == "MatMul" else "adj_x")
+            inner = left[-2] if transposed else left[-1]
+            total += 2 * inner * math.prod(op.outputs[0].shape.as_list())
+    return total
+
+
+def matmul_rate(rows: int, inner: int, outer: int, repeats: int = 200) -> float:
+    """GFLOP/s of a float32 `(rows, inner) @ (inner, outer)` matmul, `repeats` in a loop."""
+    weights = tf.Variable(tf.random.normal([inner, outer]))
+
+    @tf.function
+    def run(x):
+        def one(i, x):
+            return i + 1, x + 0.0 * tf.reduce_sum(tf.matmul(x, weights))
+        return tf.while_loop(lambda i, _: i < repeats, one, (0, x))[1]
+
+    x = tf.random.normal([rows, inner])
+    run(x)
+    best = float("inf")
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        run(x).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * rows * inner * outer * repeats / best / 1e9
 
 
 def main() -> None:
     args = parse_args()
     rows = [(model_dir, *step_cost(model_dir, args.batch, args.steps)) for model_dir in args.model_dir]
+    rates = [(inner, outer, matmul_rate(args.batch, inner, outer)) for inner, outer in REFERENCE_MATMULS]
     baseline_ms = rows[0][1]
     print(f"\none decoder step at batch {args.batch}, best of {REPEATS} runs of {args.steps} steps")
-    print(f"{'model':<44}{'ms/step':>9}{'ops':>7}{'x first':>9}")
-    for model_dir, milliseconds, ops in rows:
-        print(f"{model_dir:<44}{milliseconds:>9.2f}{ops:>7}{milliseconds / baseline_ms:>9.2f}")
+    print(f"{'model':<44}{'ms/step':>9}{'ops':>7}{'MFLOP':>8}{'GFLOP/s':>9}{'x first':>9}")
+    for model_dir, milliseconds, ops, mflops in rows:
+        print(f"{model_dir:<44}{milliseconds:>9.2f}{ops:>7}{mflops:>8.0f}{mflops / milliseconds:>9.1f}"
+              f"{milliseconds / baseline_ms:>9.2f}")
+    print(f"\nfloat32 matmuls alone, same run: " + ", ".join(
+        f"({args.batch}x{inner})@({inner}x{outer}) {rate:.0f} GFLOP/s" for inner, outer, rate in rates))
 
 
 if __name__ == "__main__":
