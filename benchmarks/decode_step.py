@@ -75,14 +75,21 @@ def step_cost(model_dir: str, batch: int, steps: int) -> tuple[float, int, float
             return i + 1, tf.argmax(logits, axis=-1), state
         return tf.while_loop(lambda i, *_: i < steps, one_step, (0, tokens, state))[1]
 
-    run_steps(tokens, state)  # trace and warm up
+    seconds = best_seconds(lambda: run_steps(tokens, state))
+    graph = tf.function(decoder.step).get_concrete_function(tokens, state).graph
+    return seconds / steps * 1e3, len(graph.get_operations()), matmul_flops(graph) / 1e6
+
+
+def best_seconds(function) -> float:
+    """The best wall time of `REPEATS` calls of a compiled `function`, after one call that
+    traces and warms it up."""
+    function().numpy()
     best = float("inf")
     for _ in range(REPEATS):
         start = time.perf_counter()
-        run_steps(tokens, state).numpy()
+        function().numpy()
         best = min(best, time.perf_counter() - start)
-    graph = tf.function(decoder.step).get_concrete_function(tokens, state).graph
-    return best / steps * 1e3, len(graph.get_operations()), matmul_flops(graph) / 1e6
+    return best
 
 
 def matmul_flops(graph) -> int:
@@ -105,7 +112,9 @@ def matmul_flops(graph) -> int:
 
 
 def matmul_rate(rows: int, inner: int, outer: int, repeats: int = 200) -> float:
-    """GFLOP/s of a float32 `(rows, inner) @ (inner, outer)` matmul, `repeats` in a loop."""
+    """GFLOP/s of a float32 `(rows, inner) @ (inner, outer)` matmul, `repeats` of them in a
+    `tf.while_loop`, as the decoder's step runs (`benchmarks/matmul.py` times unrolled chains,
+    which skip the loop's own cost per iteration)."""
     weights = tf.Variable(tf.random.normal([inner, outer]))
 
     @tf.function
@@ -115,13 +124,7 @@ def matmul_rate(rows: int, inner: int, outer: int, repeats: int = 200) -> float:
         return tf.while_loop(lambda i, _: i < repeats, one, (0, x))[1]
 
     x = tf.random.normal([rows, inner])
-    run(x)
-    best = float("inf")
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        run(x).numpy()
-        best = min(best, time.perf_counter() - start)
-    return 2 * rows * inner * outer * repeats / best / 1e9
+    return 2 * rows * inner * outer * repeats / best_seconds(lambda: run(x)) / 1e9
 
 
 def main() -> None:
