@@ -127,8 +127,9 @@ class LearningRateSchedule(keras.callbacks.Callback):
 
     Warm-up: the rate rises linearly from 0 to `peak` over the first `warmup_steps` steps (at
     most a tenth of `total_steps`).
-    Decay: a cosine from `peak` down to `final_fraction` × `peak` at the run's end. How far the
-    run has come is the larger of its share of `total_steps` (the epochs) and its share of the
+    Decay: a cosine from `peak` down to `final_fraction` × `peak` at the run's end, over the
+    last `decay_share` of the run; before that the rate holds at `peak` (with `decay_share`
+    1, the default, the cosine spans the whole run). How far the run has come is the larger of its share of `total_steps` (the epochs) and its share of the
     time budget, so the decay ends when the run does, whichever limit stops it. Both shares
     come from the run's own records (`RunState` and `TimeBudget`), so a resumed run continues
     the schedule where it stood.
@@ -143,9 +144,11 @@ class LearningRateSchedule(keras.callbacks.Callback):
         steps_per_epoch: int,
         state: RunState,
         time_budget: TimeBudget,
+        decay_share: float = 1.0,
     ):
         super().__init__()
         self.peak = peak
+        self.decay_share = decay_share
         # A short run (few epochs of few batches) warms up for a tenth of its steps at most.
         self.warmup_steps = min(warmup_steps, total_steps // WARMUP_SHARE_LIMIT)
         self.final_fraction = final_fraction
@@ -168,7 +171,8 @@ class LearningRateSchedule(keras.callbacks.Callback):
         """The learning rate for the next step."""
         if self.steps_done() < self.warmup_steps:
             return self.peak * (self.steps_done() + 1) / self.warmup_steps
-        cosine = 0.5 * (1.0 + math.cos(math.pi * self.progress()))
+        into_decay = 1.0 - (1.0 - self.progress()) / self.decay_share
+        cosine = 0.5 * (1.0 + math.cos(math.pi * max(into_decay, 0.0)))
         return self.peak * (self.final_fraction + (1.0 - self.final_fraction) * cosine)
 
     def on_train_batch_begin(self, batch, logs=None):

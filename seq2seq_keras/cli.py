@@ -47,7 +47,7 @@ def run_train(args: argparse.Namespace) -> None:
     except ValueError as error:  # switches that do not combine, e.g. --reverse-source --attention
         raise TrainingError(str(error)) from None
     result = train(config, args.model_dir, data=args.data, logdir=args.logdir, verbose=args.verbose,
-                   strategy=args.strategy)
+                   strategy=args.strategy, restart=args.restart)
     print(f"trained in {result.seconds / 60:.1f} min, {len(result.history.get('loss', []))} "
           f"epochs (stopped by: {result.stop_reason}); model written to {result.model_dir}")
     translator = Translator.from_trained(result.trained)

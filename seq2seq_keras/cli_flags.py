@@ -147,6 +147,10 @@ def add_train(commands) -> None:
                        help="constant, or cosine: warm up over --warmup-steps, then decay to "
                        f"{defaults.final_learning_rate_fraction:g} x the rate by the end of the "
                        f"epochs or of --max-minutes (default: {defaults.learning_rate_schedule})")
+    train.add_argument("--decay-share", type=float, default=defaults.decay_share,
+                       help="with --learning-rate-schedule cosine: the share of the run, at its "
+                       "end, over which the rate decays; before it the rate holds at its peak "
+                       f"(warmup-stable-decay) (default: {defaults.decay_share:g}, the whole run)")
     train.add_argument("--warmup-steps", type=int, default=None,
                        help="with --learning-rate-schedule cosine (default: 200, or 800 for the "
                        "Transformer)")
@@ -159,6 +163,9 @@ def add_train(commands) -> None:
                        "(default: half of --units)")
     train.add_argument("--max-minutes", type=float, default=defaults.max_train_seconds / 60,
                        help="stop training after this many minutes (0: no limit)")
+    train.add_argument("--restart", action="store_true",
+                       help="start over: discard the checkpoint an interrupted run of the same "
+                       "--model-dir left (by default the run resumes from it)")
     train.add_argument("--reverse-source", action=argparse.BooleanOptionalAction, default=None,
                        help="the encoder reads the source backwards, as Sutskever et al. (2014) "
                        "(default: on for the one-layer unidirectional encoder without "
@@ -322,6 +329,7 @@ def config_from_args(args: argparse.Namespace):
         learning_rate=args.learning_rate,
         learning_rate_schedule=args.learning_rate_schedule,
         warmup_steps=args.warmup_steps,
+        decay_share=args.decay_share,
         label_smoothing=args.label_smoothing,
         output_projection_dim=args.output_projection_dim,
         max_train_seconds=args.max_minutes * 60,

@@ -182,6 +182,11 @@ class Seq2SeqConfig:
     learning_rate_schedule: str = "cosine"
     warmup_steps: int | None = None  # None: the architecture's DEFAULT_WARMUP_STEPS
     final_learning_rate_fraction: float = 0.02
+    # The share of the run, at its end, over which the cosine decays; before it the rate holds
+    # at its peak ("warmup–stable–decay": Hu et al. 2024, Hägele et al. 2024). 1.0 decays over
+    # the whole run. A run that gets few epochs (a slow CPU's 30 minutes) learns at the full
+    # rate for longer with a short decay (docs/training.md).
+    decay_share: float = 1.0
     # Label smoothing ε of the training loss: (1 - ε) · cross-entropy + ε · cross-entropy
     # against the uniform distribution (`model.Seq2SeqModel`). The validation loss stays the
     # plain cross-entropy. 0 disables it.
@@ -265,6 +270,8 @@ class Seq2SeqConfig:
                 f"warmup_steps must be >= 0 and final_learning_rate_fraction in [0, 1], got "
                 f"{self.warmup_steps} and {self.final_learning_rate_fraction}."
             )
+        if not 0.0 < self.decay_share <= 1.0:
+            raise ValueError(f"decay_share must be in (0, 1], got {self.decay_share}.")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}.")
         if self.output_projection_dim is None:

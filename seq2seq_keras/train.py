@@ -128,6 +128,7 @@ def train(
     logdir: str | os.PathLike | None = None,
     verbose: int | str = "auto",
     strategy: str | tf.distribute.Strategy = "default",
+    restart: bool = False,
 ) -> TrainResult:
     """Train an encoder–decoder and write its model directory; resume an interrupted run.
 
@@ -140,6 +141,8 @@ def train(
       verbose: Keras' progress display (1 progress bar, 2 one line per epoch, 0 silent).
       strategy: "default", "mirrored", "multiworker" (see `seq2seq_keras.distribute`) or a
         `tf.distribute.Strategy`; `config.batch_size` is the global batch over all replicas.
+      restart: start over even where an interrupted run of the same config left a checkpoint
+        (which is then deleted); by default such a run resumes.
     Returns:
       A `TrainResult` with the trained model, its data and history.
     Raises:
@@ -170,7 +173,7 @@ def train(
     keras.utils.set_random_seed(config.seed)
     model = build_model(config, strategy)
     store = checkpoints.CheckpointStore(checkpoints.partial_directory(model_dir))
-    state, best_weights = resume_or_start(store, model, config, strategy, writes_files)
+    state, best_weights = resume_or_start(store, model, config, strategy, writes_files, restart)
     resumed_from = (state.epoch, state.batch) if state.epoch or state.batch else None
 
     # 3. The callbacks, continuing from where the checkpoint left off.
@@ -205,16 +208,18 @@ def resume_or_start(
     config: Seq2SeqConfig,
     strategy: tf.distribute.Strategy,
     writes_files: bool,
+    restart: bool = False,
 ) -> tuple[checkpoints.RunState, list[np.ndarray] | None]:
     """The state of an interrupted run of `config`, its weights loaded into `model`; or a new one.
 
-    A checkpoint of another config is not resumed (its weights may not even fit the model): the
-    process that writes files empties the scratch directory for the new run.
+    A checkpoint of another config is not resumed (its weights may not even fit the model), nor
+    any with `restart`: the process that writes files empties the scratch directory for the
+    new run.
 
     Returns:
       The `RunState` and the best epoch's weights so far (`None` when there are none).
     """
-    if store.holds_run_of(config):
+    if store.holds_run_of(config) and not restart:
         with strategy.scope():
             state, best_weights = store.load(model)
         logger.info(
@@ -224,7 +229,9 @@ def resume_or_start(
         return state, best_weights
     if writes_files:
         if store.exists():
-            logger.warning(f"{store.directory} holds a run with another config: starting over.")
+            why = "restart asked for" if restart else "it holds a run with another config"
+            logger.warning(f"discarding the interrupted run in {store.directory} ({why}): "
+                           "starting over.")
         shutil.rmtree(store.directory, ignore_errors=True)
         store.directory.mkdir(parents=True)
     return checkpoints.RunState(), None
@@ -272,6 +279,7 @@ def make_callbacks(
         schedule = LearningRateSchedule(
             config.learning_rate, config.warmup_steps, config.final_learning_rate_fraction,
             config.epochs * steps_per_epoch, steps_per_epoch, state, time_budget,
+            config.decay_share,
         )
         callbacks.insert(0, schedule)
     if logdir:

@@ -133,13 +133,14 @@ def test_the_progress_bar_counts_epochs_of_the_whole_run():
 # --- The learning-rate schedule ---------------------------------------------------------------
 
 
-def schedule_over(model, total_steps=1000, budget_seconds=0.0, warmup_steps=100, spent=0.0):
+def schedule_over(model, total_steps=1000, budget_seconds=0.0, warmup_steps=100, spent=0.0,
+                  decay_share=1.0):
     """A cosine schedule with peak 1e-3, warm-up, decay to 2%, over 10 epochs of 100 steps."""
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
     state = checkpoints.RunState()
     budget = callbacks.TimeBudget(budget_seconds, spent=spent)
     schedule = callbacks.LearningRateSchedule(1e-3, warmup_steps, 0.02, total_steps, 100, state,
-                                              budget)
+                                              budget, decay_share)
     return attached(schedule, model), state, budget
 
 
@@ -159,6 +160,22 @@ def test_the_rate_warms_up_linearly_then_decays_along_a_cosine_to_its_floor(mode
     assert rate_at(schedule, state, 1000) == pytest.approx(0.02e-3)
     rates = [rate_at(schedule, state, step) for step in range(100, 1001, 50)]
     assert rates == sorted(rates, reverse=True)
+
+
+def test_a_short_decay_holds_the_peak_then_decays_over_the_last_share_of_the_run(model):
+    schedule, state, budget = schedule_over(model, decay_share=0.2)
+    assert rate_at(schedule, state, 99) == pytest.approx(1e-3)  # warm-up as before
+    assert rate_at(schedule, state, 500) == pytest.approx(1e-3)
+    assert rate_at(schedule, state, 800) == pytest.approx(1e-3)  # the decay starts here
+    # Halfway through the last fifth, the cosine is halfway down.
+    assert rate_at(schedule, state, 900) == pytest.approx(0.51e-3)
+    assert rate_at(schedule, state, 1000) == pytest.approx(0.02e-3)
+    rates = [rate_at(schedule, state, step) for step in range(800, 1001, 20)]
+    assert rates == sorted(rates, reverse=True) and len(set(rates)) == len(rates)
+    # The time budget moves it too: 95% of the budget spent is 3/4 through the decay.
+    budget.seconds, budget.spent = 100.0, 95.0
+    expected = 1e-3 * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * 0.75)))
+    assert rate_at(schedule, state, 100) == pytest.approx(expected, rel=1e-3)
 
 
 def test_the_time_budget_ends_the_decay_when_it_binds_first(model):

@@ -41,7 +41,7 @@ def test_the_output_projection_defaults_to_half_the_units_and_is_recorded(tmp_pa
 @pytest.mark.parametrize("field, value", [
     ("label_smoothing", 1.0), ("label_smoothing", -0.1), ("output_projection_dim", -1),
     ("learning_rate_schedule", "linear"), ("warmup_steps", -1),
-    ("final_learning_rate_fraction", 1.5),
+    ("final_learning_rate_fraction", 1.5), ("decay_share", 0.0), ("decay_share", 1.5),
 ])
 def test_a_recipe_setting_out_of_range_is_refused(field, value):
     with pytest.raises(ValueError, match=field):

@@ -146,7 +146,22 @@ def test_a_checkpoint_of_another_config_is_not_resumed(spa_eng_path, tmp_path, c
     with caplog.at_level(logging.WARNING, logger="seq2seq_keras.train"):
         result = train_lib.train(SMALL, tmp_path / "model", data=spa_eng_path, verbose=0)
     assert result.resumed_from is None and result.history["epoch"] == [0, 1]
-    assert "another config: starting over" in caplog.text
+    assert "another config): starting over" in caplog.text
+
+
+def test_restart_discards_an_interrupted_run_of_the_same_config(spa_eng_path, tmp_path, caplog):
+    work_dir = checkpoints.partial_directory(tmp_path / "model")
+    work_dir.mkdir()
+    store = checkpoints.CheckpointStore(work_dir)
+    store.save(small_model(SMALL), checkpoints.RunState(epoch=1), SMALL, None, best_changed=False)
+    assert store.holds_run_of(SMALL)
+
+    with caplog.at_level(logging.WARNING, logger="seq2seq_keras.train"):
+        result = train_lib.train(SMALL, tmp_path / "model", data=spa_eng_path, verbose=0,
+                                 restart=True)
+    assert result.resumed_from is None and result.history["epoch"] == [0, 1]
+    assert "restart asked for): starting over" in caplog.text
+    assert not work_dir.exists()
 
 
 # --- NaN ------------------------------------------------------------------------------------
