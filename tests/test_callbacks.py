@@ -25,13 +25,18 @@ def attached(callback, model):
     return callback
 
 
+def frozen_clock() -> float:
+    """A clock that never moves: the budget's `spent` alone says how far a run is."""
+    return 0.0
+
+
 def test_is_finite_rejects_missing_nan_and_infinite_losses():
     assert callbacks.is_finite(0.5) and callbacks.is_finite(np.float32(2))
     assert not any(callbacks.is_finite(value) for value in (None, math.nan, math.inf))
 
 
 def test_the_time_budget_counts_the_time_of_earlier_runs(model):
-    budget = attached(callbacks.TimeBudget(seconds=60, spent=59.0), model)
+    budget = attached(callbacks.TimeBudget(seconds=60, spent=59.0, clock=frozen_clock), model)
     budget.on_train_batch_end(0)
     assert not budget.stopped and not model.stop_training
     budget.spent = 61.0
@@ -138,7 +143,7 @@ def schedule_over(model, total_steps=1000, budget_seconds=0.0, warmup_steps=100,
     """A cosine schedule with peak 1e-3, warm-up, decay to 2%, over 10 epochs of 100 steps."""
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
     state = checkpoints.RunState()
-    budget = callbacks.TimeBudget(budget_seconds, spent=spent)
+    budget = callbacks.TimeBudget(budget_seconds, spent=spent, clock=frozen_clock)
     schedule = callbacks.LearningRateSchedule(1e-3, warmup_steps, 0.02, total_steps, 100, state,
                                               budget, decay_share)
     return attached(schedule, model), state, budget
