@@ -16,6 +16,7 @@ from seq2seq_keras.config import (
     ATTENTIONS,
     CELLS,
     DEFAULT_BEAM_WIDTH,
+    DEFAULT_DECAY_SHARES,
     DEFAULT_EXPORT_ROOT,
     DECODE_PRECISIONS,
     DEFAULT_VOCAB_SIZES,
@@ -147,10 +148,13 @@ def add_train(commands) -> None:
                        help="constant, or cosine: warm up over --warmup-steps, then decay to "
                        f"{defaults.final_learning_rate_fraction:g} x the rate by the end of the "
                        f"epochs or of --max-minutes (default: {defaults.learning_rate_schedule})")
-    train.add_argument("--decay-share", type=float, default=defaults.decay_share,
+    train.add_argument("--decay-share", type=float, default=None,
                        help="with --learning-rate-schedule cosine: the share of the run, at its "
                        "end, over which the rate decays; before it the rate holds at its peak "
-                       f"(warmup-stable-decay) (default: {defaults.decay_share:g}, the whole run)")
+                       "(warmup-stable-decay) (default: "
+                       f"{DEFAULT_DECAY_SHARES['rnn']:g}, or "
+                       f"{DEFAULT_DECAY_SHARES['transformer']:g}, the whole run, for "
+                       "the Transformer)")
     train.add_argument("--warmup-steps", type=int, default=None,
                        help="with --learning-rate-schedule cosine (default: 200, or 800 for the "
                        "Transformer)")

@@ -15,10 +15,11 @@ def test_missing_keys_default_and_unknown_keys_are_rejected():
     # A config without "tokenizer" predates the choice: its model was trained on words, while
     # a new config defaults to WordPiece.
     assert Seq2SeqConfig().tokenizer == "wordpiece"
-    # Nor had it the factorized output layer, a learning-rate schedule or label smoothing.
+    # Nor had it the factorized output layer, a learning-rate schedule, label smoothing or a
+    # short decay.
     assert Seq2SeqConfig.from_json('{"units": 8}') == Seq2SeqConfig(
         units=8, tokenizer="word", output_projection_dim=0, learning_rate_schedule="constant",
-        label_smoothing=0.0,
+        label_smoothing=0.0, decay_share=1.0,
     )
     assert Seq2SeqConfig.from_json(Seq2SeqConfig().to_json()).tokenizer == "wordpiece"
     with pytest.raises(ValueError, match="unknown keys \\['colour'\\]"):
@@ -36,6 +37,16 @@ def test_the_output_projection_defaults_to_half_the_units_and_is_recorded(tmp_pa
     assert Seq2SeqConfig(units=32, output_projection_dim=0).output_projection_dim == 0
     Seq2SeqConfig(units=32).save(tmp_path)
     assert '"output_projection_dim": 16' in (tmp_path / "config.json").read_text()
+
+
+def test_the_rnn_family_decays_over_the_last_fifth_and_the_transformer_over_the_whole_run(
+        tmp_path):
+    assert Seq2SeqConfig().decay_share == 0.2
+    assert Seq2SeqConfig(attention="luong").decay_share == 0.2
+    assert Seq2SeqConfig(architecture="transformer").decay_share == 1.0
+    assert Seq2SeqConfig(architecture="transformer", decay_share=0.5).decay_share == 0.5
+    Seq2SeqConfig().save(tmp_path)  # recorded, so a later change of default cannot move it
+    assert '"decay_share": 0.2' in (tmp_path / "config.json").read_text()
 
 
 @pytest.mark.parametrize("field, value", [
