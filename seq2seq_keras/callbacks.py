@@ -132,9 +132,10 @@ class LearningRateSchedule(keras.callbacks.Callback):
     Decay: a cosine from `peak` down to `final_fraction` × `peak` at the run's end, over the
     last `decay_share` of the run; before that the rate holds at `peak` (with `decay_share`
     1, the default, the cosine spans the whole run). How far the run has come is the larger
-    of its share of `total_steps` (the epochs) and its share of the time budget, so the decay ends when the run does, whichever limit stops it. Both shares
-    come from the run's own records (`RunState` and `TimeBudget`), so a resumed run continues
-    the schedule where it stood.
+    of its share of `total_steps` (the epochs) and its share of the time budget, so the decay
+    ends when the run does, whichever limit stops it. Both shares come from the run's own
+    records (`RunState` and `TimeBudget`), so a resumed run continues the schedule where it
+    stood.
     """
 
     def __init__(

@@ -56,6 +56,12 @@ DEFAULT_WARMUP_STEPS = {"rnn": 200, "transformer": 800}
 # last fifth, on both CPU kinds (docs/training.md, "A short decay at the end"); the
 # Transformer's defaults were chosen with the decay over the whole run.
 DEFAULT_DECAY_SHARES = {"rnn": 0.2, "transformer": 1.0}
+# The fields whose default depends on the architecture: None in a config resolves to these.
+ARCHITECTURE_DEFAULTS = {
+    "learning_rate": DEFAULT_LEARNING_RATES,
+    "warmup_steps": DEFAULT_WARMUP_STEPS,
+    "decay_share": DEFAULT_DECAY_SHARES,
+}
 # The longest translation generated, in tokens, unless a config says otherwise.
 DEFAULT_MAX_DECODE_LENGTH = 64
 # Wider beams cost time linearly and rarely help an LSTM translator. A Python caller asking for
@@ -244,12 +250,9 @@ class Seq2SeqConfig:
             )
         if self.architecture == "transformer":
             self.check_transformer()
-        if self.learning_rate is None:
-            object.__setattr__(self, "learning_rate", DEFAULT_LEARNING_RATES[self.architecture])
-        if self.warmup_steps is None:
-            object.__setattr__(self, "warmup_steps", DEFAULT_WARMUP_STEPS[self.architecture])
-        if self.decay_share is None:
-            object.__setattr__(self, "decay_share", DEFAULT_DECAY_SHARES[self.architecture])
+        for field, defaults in ARCHITECTURE_DEFAULTS.items():
+            if getattr(self, field) is None:
+                object.__setattr__(self, field, defaults[self.architecture])
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}.")
         if self.attention not in ATTENTIONS:
