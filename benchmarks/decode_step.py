@@ -32,6 +32,7 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import tensorflow as tf  # noqa: E402
 
+from seq2seq_keras import search  # noqa: E402
 from seq2seq_keras.graph_decoder import GraphDecoder  # noqa: E402
 from seq2seq_keras.model import float32_model  # noqa: E402
 from seq2seq_keras.model_dir import load_trained_model  # noqa: E402
@@ -52,7 +53,7 @@ def parse_args() -> argparse.Namespace:
                         help="a trained model directory; repeat to compare (the first is the baseline)")
     parser.add_argument("--batch", type=int, default=64, help="sentences per step (default: 64)")
     parser.add_argument("--steps", type=int, default=30,
-                        help="steps per timed run; also the Transformer's cache length (default: 30)")
+                        help="steps per timed run: a Transformer's cache grows to that length (default: 30)")
     return parser.parse_args()
 
 
@@ -73,10 +74,16 @@ def step_cost(model_dir: str, batch: int, steps: int) -> tuple[float, int, float
         def one_step(i, tokens, state):
             logits, state = decoder.step(tokens, state)
             return i + 1, tf.argmax(logits, axis=-1), state
-        return tf.while_loop(lambda i, *_: i < steps, one_step, (0, tokens, state))[1]
+        loop_vars = (0, tokens, state)  # a Transformer's caches grow a position a step
+        return tf.while_loop(lambda i, *_: i < steps, one_step, loop_vars,
+                             shape_invariants=search.any_shape(tf.nest.map_structure(
+                                 tf.convert_to_tensor, loop_vars)))[1]
 
     seconds = best_seconds(lambda: run_steps(tokens, state))
-    graph = tf.function(decoder.step).get_concrete_function(tokens, state).graph
+    any_length = tf.nest.map_structure(
+        lambda tensor: tf.TensorSpec([None] * tensor.shape.rank, tensor.dtype), state
+    )  # the step as the loop runs it: a Transformer's caches of any length
+    graph = tf.function(decoder.step).get_concrete_function(tokens, any_length).graph
     return seconds / steps * 1e3, len(graph.get_operations()), matmul_flops(graph) / 1e6
 
 

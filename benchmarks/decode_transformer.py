@@ -14,7 +14,9 @@ search and length caps, after one untimed warm-up pass; batched rows are the bes
    then with the encoder run once, only the decoder re-run over the prefix and the output layer
    at its last position (`transformer_decode.uncached_decoder_logits`): what a cache saves
    beyond that;
-2. cached greedy at batch 64 and 1, cached beam 4 at batch 64 (`graph_decoder.GraphDecoder`);
+2. cached greedy at batch 64 and 1, cached beam 4 at batch 64 (`graph_decoder.GraphDecoder`:
+   caches that grow a position a step), and cached greedy with the caches preallocated to the
+   length cap and written in place (`fixed_shapes`, as the LiteRT export runs the step);
 3. the exported SavedModel, strings in and out, greedy at batch 64;
 4. with `--against`, the other model's graph greedy on the same sentences (for instance the
    LSTM with attention).
@@ -61,13 +63,14 @@ class UncachedGreedy(tf.Module):
         )
 
 
-def graph_decoder(trained) -> GraphDecoder:
-    """The translator's decoder of a trained model: float32 layers, its length caps."""
+def graph_decoder(trained, fixed_shapes: bool = False) -> GraphDecoder:
+    """The translator's decoder of a trained model: float32 layers, its length caps (with
+    `fixed_shapes`, the caches preallocated as the LiteRT export keeps them)."""
     config = trained.config
     return GraphDecoder(
         float32_model(trained.training_model, config), config.max_decode_length,
         vocabulary_size=len(trained.target_vocabulary), length_factor=config.decode_length_factor,
-        length_offset=config.decode_length_offset,
+        length_offset=config.decode_length_offset, fixed_shapes=fixed_shapes,
     )
 
 
@@ -102,6 +105,9 @@ def run(args, sources: list[str], timed) -> int:
     seconds, cached_results = timed(lambda: [decoder.greedy(ids) for ids in batches], FAST_REPEATS)
     rows.append(("cached greedy", args.batch_size, seconds))
     cached_seconds = seconds
+    preallocated = graph_decoder(trained, fixed_shapes=True)
+    seconds, _ = timed(lambda: [preallocated.greedy(ids) for ids in batches], FAST_REPEATS)
+    rows.append(("cached greedy, preallocated cache", args.batch_size, seconds))
     seconds, _ = timed(lambda: [decoder.beam(ids, beam_width, alpha) for ids in batches], FAST_REPEATS)
     rows.append(("cached beam 4", args.batch_size, seconds))
     seconds, _ = timed(lambda: [decoder.greedy(ids) for ids in singles])

@@ -29,8 +29,8 @@ class GraphDecoder(tf.Module):
 
     Layers are shared with the training model (same weights). Every configuration works: LSTM
     or GRU cells, stacked and bidirectional encoders, Luong or Bahdanau attention, and the
-    Transformer, whose step keeps its attention keys and values in a cache as long as the
-    batch's longest length cap (`search_state`, `transformer_decode`).
+    Transformer, whose step keeps its attention keys and values in a cache that grows a
+    position a step (`transformer_decode`).
 
     Args:
       training_model: the model built by `model.build_training_model` (fresh or loaded).
@@ -47,6 +47,9 @@ class GraphDecoder(tf.Module):
         the RNN family only).
       runner: how the layers run instead of `precision`'s (the LiteRT export passes
         `rnn_runners.LITE_CELLS`).
+      fixed_shapes: keep every state tensor's shape from step to step, as the LiteRT export
+        needs: a Transformer's caches are then preallocated to the length cap and written in
+        place, instead of growing a position a step.
     Example:
       >>> decoder = GraphDecoder(trained.training_model, config.max_decode_length)
       >>> decoder.greedy(tf.constant([[12, 7, 4]], tf.int64)).token_ids
@@ -61,6 +64,7 @@ class GraphDecoder(tf.Module):
         length_offset: int = 0,
         precision: str = "float32",
         runner: RNNRunner | None = None,
+        fixed_shapes: bool = False,
         name: str = "graph_decoder",
     ):
         super().__init__(name=name)
@@ -74,6 +78,7 @@ class GraphDecoder(tf.Module):
             if runner is None:
                 runner = self.precision_runner(precision)
         self.runner = runner
+        self.fixed_shapes = fixed_shapes
         self.max_length = max_length
         self.vocabulary_size = vocabulary_size
         self.length_factor = length_factor
@@ -128,7 +133,8 @@ class GraphDecoder(tf.Module):
 
         A padding position leaves the states unchanged, as Keras' masked RNNs do, so a row's
         final state is the state after its last real token (zeros for an empty row). A
-        Transformer's caches hold `max_steps` positions (default: `max_length`).
+        Transformer's caches start empty, or with `fixed_shapes` hold `max_steps` positions
+        (default: `max_length`).
         """
         source_ids = tf.convert_to_tensor(source_ids, tf.int64)
         # Per-step outputs cannot be stacked from zero steps: one padding column gives sources
@@ -137,8 +143,7 @@ class GraphDecoder(tf.Module):
         missing = tf.maximum(1 - tf.shape(source_ids)[1], 0)
         source_ids = tf.pad(source_ids, [[0, 0], [0, missing]])
         if self.is_transformer:
-            max_steps = self.max_length if max_steps is None else max_steps
-            return transformer_decode.encode(self.layers, source_ids, max_steps)
+            return transformer_decode.encode(self.layers, source_ids, self.cache_length(max_steps))
         states, memory = encode(self.layers, source_ids, self.runner)
         return (*states, *memory)
 
@@ -150,7 +155,9 @@ class GraphDecoder(tf.Module):
     def step_with_attention(self, token_ids: tf.Tensor, state: State):
         """`step`, also returning the attention weights `(batch, source_len)` (None without)."""
         if self.is_transformer:
-            logits, state, weights = transformer_decode.decoder_logits(self.layers, token_ids, state)
+            logits, state, weights = transformer_decode.decoder_logits(
+                self.layers, token_ids, state, grow=not self.fixed_shapes
+            )
             return self.known_tokens_only(logits), state, weights
         num_rnn_states = len(self.layers.decoder_rnns) * self.layers.states_per_layer
         rnn_states, memory = state[:num_rnn_states], state[num_rnn_states:]
@@ -201,10 +208,17 @@ class GraphDecoder(tf.Module):
         )
         return weights[:, :, : tf.shape(source_ids)[1]]
 
+    def cache_length(self, max_steps: int | tf.Tensor | None = None) -> int | tf.Tensor:
+        """The positions a Transformer's self-attention caches start with: none when they
+        grow, else `max_steps` (default: `max_length`), all preallocated."""
+        if not self.fixed_shapes:
+            return 0
+        return self.max_length if max_steps is None else max_steps
+
     def search_state(self, source_ids: tf.Tensor, max_lengths: tf.Tensor) -> State:
-        """`encode` for a search whose rows stop at `max_lengths`: a Transformer's caches
-        hold only the batch's longest cap, not `max_length`. A step reads and writes its
-        whole cache, so on everyday sentences (caps near 30 tokens of 64) this halves it."""
+        """`encode` for a search whose rows stop at `max_lengths`: preallocated Transformer
+        caches hold only the batch's longest cap, not `max_length`. A step reads and writes
+        its whole cache, so on everyday sentences (caps near 30 tokens of 64) this halves it."""
         longest = tf.maximum(tf.reduce_max(max_lengths), 1) if self.is_transformer else None
         return self.encode(source_ids, longest)
 

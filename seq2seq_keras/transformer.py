@@ -280,36 +280,61 @@ class DecoderBlock(Block):
         attention = self.cross_attention
         return by_head(attention.key_dense(memory)), by_head(attention.value_dense(memory))
 
-    def step(self, x, positions, cache, cross_cache, source_mask):
+    def step(self, x, positions, cache, cross_cache, source_mask, grow: bool = False):
         """One new target position per sentence, against the cache of the ones before it.
 
         Args:
           x: `(batch, width)` the new position's input vectors.
           positions: `(batch,)` int32, where the new position is (0 for `[START]`).
-          cache: `(keys, values)`, each `(batch, heads, max_length, head_width)`: this block's
-            self-attention keys and values of every position so far (later slots unused).
+          cache: `(keys, values)`, each `(batch, heads, length, head_width)`: this block's
+            self-attention keys and values of every position so far.
           cross_cache: `cross_keys_and_values` of the sentence.
           source_mask: `(batch, source_len)` bool, False on padding.
+          grow: how the cache holds the positions so far. False: in slots preallocated to the
+            length cap, later slots unused (fixed shapes, which the LiteRT export and the Keras
+            step model need); the new keys and values are written at `positions`. True: the
+            cache holds exactly the positions so far, every row at the same position (as the
+            searches step them), and the new ones are appended: a step then reads and copies
+            only the prefix, not every slot of the cap.
         Returns:
-          The `(batch, width)` output, the cache with this position's keys and values written
-          at `positions`, and the cross-attention weights `(batch, heads, source_len)`.
+          The `(batch, width)` output, the cache with this position's keys and values, and
+          the cross-attention weights `(batch, heads, source_len)`.
         """
         h = ops.expand_dims(self.self_attention_norm(x), 1)  # (batch, 1, width)
-        keys, values = cache
-        # New axes come from expand_dims, not `[:, None]`: the step is exported to LiteRT,
-        # whose strided slice cannot add axes (nor slice booleans) with built-in ops.
-        slots = ops.expand_dims(ops.arange(ops.shape(keys)[2], dtype="int32"), 0)  # (1, max_length)
-        positions = ops.expand_dims(positions, 1)  # (batch, 1)
-        here = ops.expand_dims(ops.equal(slots, positions), (1, 3))  # (batch, 1, max_length, 1)
-        keys = ops.where(here, by_head(self.self_attention.key_dense(h)), keys)
-        values = ops.where(here, by_head(self.self_attention.value_dense(h)), values)
-        seen = slots <= positions  # (batch, max_length): causal, as in training
+        new_keys = by_head(self.self_attention.key_dense(h))  # (batch, heads, 1, head_width)
+        new_values = by_head(self.self_attention.value_dense(h))
+        if grow:
+            keys, values, seen = *appended(cache, new_keys, new_values), None
+        else:
+            keys, values, seen = written_at(cache, new_keys, new_values, positions)
         h, _ = cached_attention(self.self_attention, h, keys, values, seen)
         x = x + h
         h = ops.expand_dims(self.cross_attention_norm(x), 1)
         h, weights = cached_attention(self.cross_attention, h, *cross_cache, source_mask)
         x = x + h
         return self.add_feed_forward(x), (keys, values), weights
+
+
+def appended(cache, new_keys, new_values) -> tuple:
+    """A growing cache one position longer: every position in it is one the new position may
+    see (causal), so attention over it needs no mask."""
+    keys, values = cache
+    return ops.concatenate([keys, new_keys], axis=2), ops.concatenate([values, new_values], axis=2)
+
+
+def written_at(cache, new_keys, new_values, positions) -> tuple:
+    """A preallocated cache with the new keys and values written at each row's position, and
+    the `(batch, max_length)` mask of the slots the new position may see (causal, as in
+    training: the slots up to its own)."""
+    keys, values = cache
+    # New axes come from expand_dims, not `[:, None]`: the step is exported to LiteRT,
+    # whose strided slice cannot add axes (nor slice booleans) with built-in ops.
+    slots = ops.expand_dims(ops.arange(ops.shape(keys)[2], dtype="int32"), 0)  # (1, max_length)
+    positions = ops.expand_dims(positions, 1)  # (batch, 1)
+    here = ops.expand_dims(ops.equal(slots, positions), (1, 3))  # (batch, 1, max_length, 1)
+    keys = ops.where(here, new_keys, keys)
+    values = ops.where(here, new_values, values)
+    return keys, values, slots <= positions
 
 
 def cached_attention(layer: keras.layers.MultiHeadAttention, query_vectors, keys, values, mask):
@@ -319,14 +344,16 @@ def cached_attention(layer: keras.layers.MultiHeadAttention, query_vectors, keys
     Args:
       query_vectors: `(batch, 1, width)` the position's (normalised) vectors.
       keys, values: `(batch, heads, length, head_width)`, already projected.
-      mask: `(batch, length)` bool, False where the query may not look.
+      mask: `(batch, length)` bool, False where the query may not look; None: everywhere.
     Returns:
       `(batch, width)` outputs and `(batch, heads, length)` float32 attention weights.
     """
     query = by_head(layer.query_dense(query_vectors))  # (batch, heads, 1, head_width)
     query = query * ops.cast(1.0 / math.sqrt(layer.key_dim), query.dtype)
     scores = ops.matmul(query, ops.swapaxes(keys, -1, -2))[:, :, 0, :]  # (batch, heads, length)
-    scores = ops.where(ops.expand_dims(mask, 1), ops.cast(scores, "float32"), MASKED_SCORE)
+    scores = ops.cast(scores, "float32")
+    if mask is not None:
+        scores = ops.where(ops.expand_dims(mask, 1), scores, MASKED_SCORE)
     weights = ops.softmax(scores, axis=-1)
     context = ops.matmul(ops.expand_dims(ops.cast(weights, values.dtype), 2), values)
     return layer.output_dense(by_head(context))[:, 0], weights  # (batch, width)

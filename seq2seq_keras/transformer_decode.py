@@ -10,13 +10,15 @@ Training computes every target position at once; generating, the target is unkno
 positions come one at a time. Re-running the model over the whole prefix at every new token
 (what the Keras example and the TensorFlow tutorial do) costs a prefix's worth of work per
 token. The step here keeps, per decoder block, the self-attention keys and values of the
-tokens already written, in buffers of the length cap, and the cross-attention keys and values
-of the source, computed once by `encode`: each step then projects one token and attends over
-what is cached (`transformer.DecoderBlock.step`). The state is a flat tuple, so searches can
-keep and drop its rows like the LSTM's `(h, c)`:
+tokens already written, and the cross-attention keys and values of the source, computed once
+by `encode`: each step then projects one token and attends over what is cached
+(`transformer.DecoderBlock.step`). The self-attention cache either grows a position a step
+(the graph decoder's searches) or is preallocated to the length cap (fixed shapes, for the
+LiteRT export and the Keras step model). The state is a flat tuple, so searches can keep and
+drop its rows like the LSTM's `(h, c)`:
 
     (positions,                       (batch,) int32: where the next token goes
-     keys_1, values_1, … keys_N, values_N,              (batch, heads, max_length, head_width)
+     keys_1, values_1, … keys_N, values_N,              (batch, heads, length, head_width)
      cross_keys_1, cross_values_1, …, cross_values_N,   (batch, heads, source_len, head_width)
      source_mask)                     (batch, source_len) bool, last as in the RNN family
 
@@ -40,7 +42,8 @@ def encode(layers: TransformerLayers, source_ids, max_length: int) -> State:
 
     Runs the encoder blocks once, projects their output into every decoder block's
     cross-attention keys and values, and makes empty self-attention caches of `max_length`
-    positions (the most tokens a search generates). Written with shape-free ops only, so it
+    positions (the most tokens a search generates; 0 for caches that grow, see
+    `decoder_logits`). Written with shape-free ops only, so it
     builds a Keras model from `keras.Input`s as well as a graph (`build_inference_models`).
     """
     memory, source_mask = encoder_memory(layers, source_ids)
@@ -70,18 +73,21 @@ def split_state(layers: TransformerLayers, state: State) -> tuple:
     return positions, as_pairs(flat[: 2 * pairs]), as_pairs(flat[2 * pairs :]), source_mask
 
 
-def decoder_logits(layers: TransformerLayers, token_ids, state: State):
+def decoder_logits(layers: TransformerLayers, token_ids, state: State, grow: bool = False):
     """One cached decoder step: `(batch,)` previous tokens → `(batch, vocab)` float32 logits.
 
     Returns the logits, the new state (the caches with this token's keys and values, the
     positions one further) and the last block's cross-attention weights averaged over its
     heads, `(batch, source_len)`: where the decoder looked (`plot --sentence` draws them).
+    `grow` says how the caches hold the positions so far (`DecoderBlock.step`): False for
+    caches preallocated by `encode(…, max_length)`, True for caches that start empty
+    (`encode(…, 0)`) and grow a position a step.
     """
     positions, caches, cross_caches, source_mask = split_state(layers, state)
     x = layers.decoder_positions.at(layers.decoder_embedding(token_ids), positions)
     new_caches = []
     for block, cache, cross_cache in zip(layers.decoder_blocks, caches, cross_caches):
-        x, cache, weights = block.step(x, positions, cache, cross_cache, source_mask)
+        x, cache, weights = block.step(x, positions, cache, cross_cache, source_mask, grow)
         new_caches += cache
     logits = layers.decoder_dense.logits(layers.decoder_norm(x))
     cross = [tensor for pair in cross_caches for tensor in pair]

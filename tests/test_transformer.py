@@ -173,23 +173,36 @@ def test_padding_the_source_changes_nothing(tiny, source_ids):
 # --- The cached step ---------------------------------------------------------------------------
 
 
-def test_the_cached_step_gives_the_teacher_forced_logits_at_every_position(tiny):
+@pytest.mark.parametrize("grow", [False, True], ids=["preallocated", "growing"])
+def test_the_cached_step_gives_the_teacher_forced_logits_at_every_position(tiny, grow):
     source_ids = padded(tiny.tokens.source_ids)
     target_ids = padded(tiny.tokens.target_ids)
     decoder_input = target_ids[:, :-1]
     expected = np.log(tiny.model([source_ids, decoder_input]).numpy())
     layers = transformer.TransformerLayers.find(tiny.model)
-    state = transformer_decode.encode(layers, tf.constant(source_ids), decoder_input.shape[1])
+    slots = 0 if grow else decoder_input.shape[1]
+    state = transformer_decode.encode(layers, tf.constant(source_ids), slots)
     for position in range(decoder_input.shape[1]):
         logits, state, weights = transformer_decode.decoder_logits(
-            layers, tf.constant(decoder_input[:, position]), state
+            layers, tf.constant(decoder_input[:, position]), state, grow=grow
         )
         log_probs = tf.nn.log_softmax(logits).numpy()
         real = decoder_input[:, position] != PAD
         np.testing.assert_allclose(log_probs[real], expected[real, position],
                                    rtol=LOGIT_TOLERANCE, atol=LOGIT_TOLERANCE)
         assert weights.shape == source_ids.shape
+        # A growing cache holds exactly the positions so far; a preallocated one, every slot.
+        assert state[1].shape[2] == (position + 1 if grow else slots)
     np.testing.assert_array_equal(state[0], decoder_input.shape[1])  # every row moved on
+
+
+def test_growing_and_preallocated_caches_decode_the_same(tiny, source_ids):
+    growing = GraphDecoder(tiny.model, tiny.config.max_decode_length)
+    preallocated = GraphDecoder(tiny.model, tiny.config.max_decode_length, fixed_shapes=True)
+    for beam_width in (1, 4):
+        expected, actual = (decoder.decode(source_ids, beam_width) for decoder in (preallocated, growing))
+        np.testing.assert_array_equal(actual.token_ids, expected.token_ids)
+        np.testing.assert_allclose(actual.log_probs, expected.log_probs, rtol=LOGIT_TOLERANCE)
 
 
 @pytest.mark.parametrize("uncached_step", ["whole_model_logits", "uncached_decoder_logits"])

@@ -75,6 +75,7 @@ class LiteSteps(tf.Module):
             config.max_decode_length,
             vocabulary_size=len(trained.target_vocabulary),
             runner=LITE_CELLS,
+            fixed_shapes=True,
         )
         probe = self.decoder.encode(tf.constant(PROBE_SOURCE, tf.int64))
         self.state_names = state_names(len(probe))

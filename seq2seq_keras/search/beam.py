@@ -18,6 +18,7 @@ from seq2seq_keras.search.common import (
     keep_rows,
     length_penalty,
     log_normalizer,
+    most_probable,
     per_sentence_caps,
     starting_rows,
     top_k_by_blocks,
@@ -73,8 +74,7 @@ class GreedyRows(NamedTuple):
 
     def advance(self, logits, state, t, caps) -> "GreedyRows":
         """Take each row's most probable token, as `greedy_search` does."""
-        next_ids = tf.argmax(logits, axis=-1, output_type=tf.int64)
-        chosen = tf.gather(logits, next_ids, batch_dims=1) - log_normalizer(logits)
+        next_ids, chosen = most_probable(logits)
         going = self.going
         columns = tf.range(tf.shape(self.ids)[1])
         lengths = self.lengths + tf.cast(going, tf.int32)

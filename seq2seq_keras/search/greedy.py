@@ -13,8 +13,9 @@ from seq2seq_keras.search.common import (
     StepFn,
     any_shape,
     gather_rows,
+    chosen_log_probs,
     keep_rows,
-    log_normalizer,
+    most_probable,
     per_sentence_caps,
     starting_rows,
 )
@@ -26,10 +27,11 @@ def _decode_one_token_at_a_time(
     state: State,
     batch_size: tf.Tensor,
     max_length: int | tf.Tensor,
-    choose: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
+    choose: Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]],
     max_lengths: int | tf.Tensor | None = None,
 ) -> SearchResult:
-    """The loop shared by greedy search and sampling; `choose(logits, t)` picks the tokens.
+    """The loop shared by greedy search and sampling; `choose(logits, t)` picks the tokens
+    and returns them with their log-probabilities.
 
     Only the sentences still translating are stepped (`rows`, indices into the batch): one
     that has produced `[END]` or reached its cap leaves them, so it costs nothing more. A
@@ -50,8 +52,7 @@ def _decode_one_token_at_a_time(
 
     def one_step(t, rows, tokens, state, log_probs, lengths, output):
         logits, state = step(tokens, state)  # (rows, vocab)
-        next_ids = choose(logits, t)
-        chosen = tf.gather(logits, next_ids, batch_dims=1) - log_normalizer(logits)
+        next_ids, chosen = choose(logits, t)
         at_rows = rows[:, None]
         log_probs = tf.tensor_scatter_nd_add(log_probs, at_rows, chosen)
         lengths = tf.tensor_scatter_nd_add(lengths, at_rows, tf.ones_like(rows))
@@ -98,8 +99,7 @@ def greedy_search(
     """
     return _decode_one_token_at_a_time(
         step, state, batch_size, max_length,
-        lambda logits, t: tf.argmax(logits, axis=-1, output_type=tf.int64),
-        max_lengths,
+        lambda logits, t: most_probable(logits), max_lengths,
     )
 
 
@@ -132,6 +132,7 @@ def sample_search(
     def draw(logits, t):
         seeds = tf.stack([seed, tf.cast(t, tf.int64)])
         drawn = tf.random.stateless_categorical(logits / temperature, 1, seed=seeds)
-        return tf.cast(drawn[:, 0], tf.int64)
+        ids = tf.cast(drawn[:, 0], tf.int64)
+        return ids, chosen_log_probs(logits, ids)
 
     return _decode_one_token_at_a_time(step, state, batch_size, max_length, draw, max_lengths)
