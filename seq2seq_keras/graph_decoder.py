@@ -219,7 +219,8 @@ class GraphDecoder(tf.Module):
         """`encode` for a search whose rows stop at `max_lengths`: preallocated Transformer
         caches hold only the batch's longest cap, not `max_length`. A step reads and writes
         its whole cache, so on everyday sentences (caps near 30 tokens of 64) this halves it."""
-        longest = tf.maximum(tf.reduce_max(max_lengths), 1) if self.is_transformer else None
+        preallocated = self.is_transformer and self.fixed_shapes
+        longest = tf.maximum(tf.reduce_max(max_lengths), 1) if preallocated else None
         return self.encode(source_ids, longest)
 
     def _greedy(self, source_ids):
