@@ -92,13 +92,47 @@ SMALL_TRANSFORMER = dict(
 def test_a_run_killed_mid_epoch_resumes_and_ends_as_if_never_killed(sizes, spa_eng_path, tmp_path):
     # A checkpoint after every batch, so the kill lands mid-epoch, possibly mid-write.
     config = dataclasses.replace(SMALL, epochs=3, checkpoint_seconds=1e-9, **sizes)
-    arguments = [config.to_json(), str(tmp_path / "model"), str(spa_eng_path)]
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    command = [sys.executable, "-c", TRAIN_SCRIPT, *arguments]
+    # The run never killed goes alongside (it shares nothing with the others), with checkpoints
+    # at the default interval: writing them must not change what is trained either.
+    reference_config = dataclasses.replace(config, checkpoint_seconds=SMALL.checkpoint_seconds)
+    reference = subprocess.Popen(
+        train_command(reference_config, tmp_path / "reference", spa_eng_path),
+        env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        position, resumed_result = killed_then_resumed(
+            train_command(config, tmp_path / "model", spa_eng_path), env, tmp_path / "model"
+        )
+        reference_out, reference_err = reference.communicate(timeout=600)
+    finally:
+        if reference.poll() is None:
+            reference.kill()
+    assert reference.returncode == 0, reference_err[-3000:]
+    reference_result = result_line(reference_out)
 
+    epoch, batch = resumed_result["resumed_from"]
+    assert epoch >= position[0] and (epoch, batch) >= tuple(position) and batch > 0
+    # Same epochs, none lost or repeated, and the same model: the same batches in the same order.
+    assert resumed_result["history"]["epoch"] == [0, 1, 2]
+    assert resumed_result["history"]["val_loss"] == pytest.approx(
+        reference_result["history"]["val_loss"], rel=1e-4
+    )
+    assert load_trained_model(tmp_path / "model").config == config
+    assert not checkpoints.partial_directory(tmp_path / "model").exists()
+
+
+def train_command(config, model_dir: Path, data: Path) -> list[str]:
+    """A fresh Python process running `train` (TRAIN_SCRIPT) on `config`."""
+    return [sys.executable, "-c", TRAIN_SCRIPT, config.to_json(), str(model_dir), str(data)]
+
+
+def killed_then_resumed(command: list[str], env: dict, model_dir: Path) -> tuple:
+    """Run `command`, kill it (SIGKILL) once its checkpoint is past batch 3 of the second
+    epoch, run it again to the end: `((epoch, batch) at the kill, the second run's result)`."""
     killed = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
-    pointer = checkpoints.partial_directory(tmp_path / "model") / checkpoints.CHECKPOINT_FILENAME
+    pointer = checkpoints.partial_directory(model_dir) / checkpoints.CHECKPOINT_FILENAME
     position = None
     while killed.poll() is None:
         try:
@@ -111,29 +145,12 @@ def test_a_run_killed_mid_epoch_resumes_and_ends_as_if_never_killed(sizes, spa_e
             break
         time.sleep(0.02)
     assert killed.wait() == -signal.SIGKILL, "the run finished before it could be killed"
-    assert not (tmp_path / "model").exists()
+    assert not model_dir.exists()
 
     resumed = subprocess.run(command, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
                              timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    resumed_result = result_line(resumed.stdout)
-    epoch, batch = resumed_result["resumed_from"]
-    assert epoch >= position[0] and (epoch, batch) >= tuple(position) and batch > 0
-
-    reference_arguments = [config.to_json(), str(tmp_path / "reference"), str(spa_eng_path)]
-    reference = subprocess.run([sys.executable, "-c", TRAIN_SCRIPT, *reference_arguments],
-                               env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
-                               timeout=600)
-    assert reference.returncode == 0, reference.stderr[-3000:]
-    reference_result = result_line(reference.stdout)
-
-    # Same epochs, none lost or repeated, and the same model: the same batches in the same order.
-    assert resumed_result["history"]["epoch"] == [0, 1, 2]
-    assert resumed_result["history"]["val_loss"] == pytest.approx(
-        reference_result["history"]["val_loss"], rel=1e-4
-    )
-    assert load_trained_model(tmp_path / "model").config == config
-    assert not checkpoints.partial_directory(tmp_path / "model").exists()
+    return position, result_line(resumed.stdout)
 
 
 def test_a_checkpoint_of_another_config_is_not_resumed(spa_eng_path, tmp_path, caplog):
