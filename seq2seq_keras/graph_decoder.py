@@ -22,6 +22,10 @@ from seq2seq_keras.text import END_ID, START_ID
 from seq2seq_keras.transformer import TransformerLayers, is_transformer
 
 SOURCE_IDS_SPEC = tf.TensorSpec([None, None], tf.int64, name="source_ids")
+# The searches are written with `tf.while_loop` and `tf.cond` already, so AutoGraph, which
+# would rewrite every Python function they call into graph control flow, has nothing to add:
+# leaving it off takes seconds off each trace (a `translate` command's start-up among them).
+AUTOGRAPH = False
 
 
 class GraphDecoder(tf.Module):
@@ -83,9 +87,12 @@ class GraphDecoder(tf.Module):
         self.vocabulary_size = vocabulary_size
         self.length_factor = length_factor
         self.length_offset = length_offset
-        self.greedy = tf.function(self._greedy, input_signature=[SOURCE_IDS_SPEC])
+        self.greedy = tf.function(
+            self._greedy, input_signature=[SOURCE_IDS_SPEC], autograph=AUTOGRAPH
+        )
         self.beam = tf.function(
             self._beam,
+            autograph=AUTOGRAPH,
             input_signature=[
                 SOURCE_IDS_SPEC,
                 tf.TensorSpec([], tf.int32, name="beam_width"),
@@ -94,6 +101,7 @@ class GraphDecoder(tf.Module):
         )
         self.sample = tf.function(
             self._sample,
+            autograph=AUTOGRAPH,
             input_signature=[
                 SOURCE_IDS_SPEC,
                 tf.TensorSpec([], tf.float32, name="temperature"),
@@ -102,7 +110,8 @@ class GraphDecoder(tf.Module):
         )
         if self.has_attention:
             self.greedy_with_attention = tf.function(
-                self._greedy_with_attention, input_signature=[SOURCE_IDS_SPEC]
+                self._greedy_with_attention, input_signature=[SOURCE_IDS_SPEC],
+                autograph=AUTOGRAPH,
             )
 
     def precision_runner(self, precision: str):

@@ -42,7 +42,7 @@ from seq2seq_keras.config import (
     check_temperature,
 )
 from seq2seq_keras.decode_precision import resolve_decode_precision
-from seq2seq_keras.graph_decoder import GraphDecoder
+from seq2seq_keras.graph_decoder import AUTOGRAPH, GraphDecoder
 from seq2seq_keras.model import float32_model
 from seq2seq_keras.search import DEFAULT_LENGTH_ALPHA, SearchResult
 from seq2seq_keras.text import PAD_ID, repair_utf8
@@ -108,7 +108,8 @@ class TranslatorModule(tf.Module):
         self.has_attention = self.decoder.has_attention
         if self.has_attention:
             self.translate_with_attention = tf.function(
-                self._translate_with_attention, input_signature=[SENTENCES_SPEC]
+                self._translate_with_attention, input_signature=[SENTENCES_SPEC],
+                autograph=AUTOGRAPH,
             )
 
     @classmethod
@@ -134,13 +135,13 @@ class TranslatorModule(tf.Module):
             "scores": tf.where(is_empty, 0.0, result.log_probs),
         }
 
-    @tf.function(input_signature=[SENTENCES_SPEC])
+    @tf.function(input_signature=[SENTENCES_SPEC], autograph=AUTOGRAPH)
     def __call__(self, sentences: tf.Tensor) -> dict[str, tf.Tensor]:
         """Greedy translations of a `(batch,)` string tensor: `translations` and `scores`."""
         source_ids = self.source_ids(sentences)
         return self.outputs(source_ids, self.decoder.greedy(source_ids))
 
-    @tf.function(input_signature=[SENTENCES_SPEC, BEAM_WIDTH_SPEC])
+    @tf.function(input_signature=[SENTENCES_SPEC, BEAM_WIDTH_SPEC], autograph=AUTOGRAPH)
     def translate_beam(self, sentences: tf.Tensor, beam_width: tf.Tensor) -> dict[str, tf.Tensor]:
         """Beam-search translations; `beam_width` is clipped to `[1, MAX_BEAM_WIDTH]`."""
         source_ids = self.source_ids(sentences)
@@ -148,7 +149,9 @@ class TranslatorModule(tf.Module):
         result = self.decoder.beam(source_ids, beam_width, tf.constant(self.length_alpha))
         return self.outputs(source_ids, result)
 
-    @tf.function(input_signature=[SENTENCES_SPEC, TEMPERATURE_SPEC, SEED_SPEC])
+    @tf.function(
+        input_signature=[SENTENCES_SPEC, TEMPERATURE_SPEC, SEED_SPEC], autograph=AUTOGRAPH
+    )
     def translate_sample(self, sentences, temperature, seed) -> dict[str, tf.Tensor]:
         """Sampled translations: each token drawn from softmax(log-probs / temperature).
 

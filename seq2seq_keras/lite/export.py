@@ -34,7 +34,7 @@ from seq2seq_keras import search
 from seq2seq_keras.config import DEFAULT_EXPORT_ROOT
 from seq2seq_keras.rnn_runners import LITE_CELLS
 from seq2seq_keras.export import export_base, write_version
-from seq2seq_keras.graph_decoder import SOURCE_IDS_SPEC, GraphDecoder
+from seq2seq_keras.graph_decoder import AUTOGRAPH, SOURCE_IDS_SPEC, GraphDecoder
 from seq2seq_keras.lite.runtime_files import (
     ENCODER_SIGNATURE,
     LITE_DIRNAME,
@@ -83,9 +83,12 @@ class LiteSteps(tf.Module):
             tf.TensorSpec([None] * part.shape.rank, part.dtype, name=name)
             for name, part in zip(self.state_names, probe)
         ]
-        self.encoder = tf.function(self._encoder, input_signature=[SOURCE_IDS_SPEC])
+        self.encoder = tf.function(
+            self._encoder, input_signature=[SOURCE_IDS_SPEC], autograph=AUTOGRAPH
+        )
         self.decoder_step = tf.function(
             self._decoder_step,
+            autograph=AUTOGRAPH,
             input_signature=[tf.TensorSpec([None], tf.int64, name=TOKEN_IDS), *state_specs],
         )
 
@@ -107,7 +110,7 @@ def frozen(function: tf.types.experimental.ConcreteFunction) -> tf.types.experim
     constant = convert_variables_to_constants_v2(function)
     names = sorted(function.structured_outputs)  # a dict's outputs are flattened by sorted key
 
-    @tf.function(input_signature=function.structured_input_signature[0])
+    @tf.function(input_signature=function.structured_input_signature[0], autograph=AUTOGRAPH)
     def named(*inputs):
         return dict(zip(names, constant(*inputs)))
 
