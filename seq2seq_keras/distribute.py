@@ -105,8 +105,8 @@ def split_cpu(num_devices: int) -> list[str]:
 #
 # `prepare_for_multiworker` works around both, only under MultiWorkerMirroredStrategy: the
 # symbolic build gets this worker's own batch (it only needs shapes), and scalar results are
-# averaged over replicas without an axis. Everything else is Keras' own `fit`. The canary test in
-# tests/test_train.py fails once Keras fixes the bugs, so this can then be deleted.
+# averaged over replicas without an axis. Everything else is Keras' own `fit`. The canary in the
+# multi-worker test (tests/test_train.py) fails once Keras fixes the bugs; this can then go.
 
 
 def is_multiworker(strategy: tf.distribute.Strategy) -> bool:

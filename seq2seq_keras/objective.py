@@ -89,6 +89,10 @@ def compile_model(model: "Seq2SeqModel", config: Seq2SeqConfig) -> None:
         metrics=[MaskedAccuracy()],
     )
     model.label_smoothing = config.label_smoothing
+    # Adam's moments now (under the caller's distribution scope, as the model's variables):
+    # left to the first training step, they would be created inside its `tf.function`, which
+    # then traces the whole step a second time.
+    model.optimizer.build(model.trainable_variables)
 
 
 @keras.saving.register_keras_serializable(package="seq2seq_keras")

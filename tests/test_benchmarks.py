@@ -3,9 +3,16 @@
 The benchmarks are run by hand, not by the tests, so a broken import would otherwise go
 unnoticed until someone needs a number. Run as scripts, each has its own folder first on
 `sys.path`, where `benchmarks/litert.py` would shadow the `litert` module TensorFlow tries to
-import: each script must put the project root there instead before it imports TensorFlow.
+import: each script must put the project root there instead before it imports anything else.
+
+One fresh process runs every script's `--help` in turn, as `python SCRIPT --help` would (its
+folder first on `sys.path`, `__name__ == "__main__"`), so TensorFlow is imported once, not once
+a script; what that process cannot see, the order of a script's own lines, is read from its
+source.
 """
 
+import json
+import re
 import subprocess
 import sys
 
@@ -18,16 +25,64 @@ BENCHMARKS = PROJECT_ROOT / "benchmarks"
 HELPERS = {"decode_transformer.py"}
 SCRIPTS = sorted(path for path in BENCHMARKS.glob("*.py") if path.name not in HELPERS)
 
+# Runs each script named on the command line as `python SCRIPT --help` would and prints, per
+# script, its exit status, what it printed, and what it left first on sys.path.
+HELP_RUNNER = """
+import contextlib, io, json, runpy, sys, traceback
+results = {}
+for script in sys.argv[1:]:
+    sys.path[0] = str(__import__("pathlib").Path(script).parent)
+    sys.argv = [script, "--help"]
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            runpy.run_path(script, run_name="__main__")
+        code = 0
+    except SystemExit as exit:
+        code = exit.code or 0
+    except Exception:  # a broken import fails its own script only
+        code = traceback.format_exc()
+    results[script] = {"code": code, "stdout": printed.getvalue(), "path0": sys.path[0]}
+litert = sys.modules.get("litert")
+results["litert module"] = getattr(litert, "__file__", None)
+print("RESULT " + json.dumps(results))
+"""
+# What a script must do before anything imports TensorFlow: put the project root first.
+PATH_FIX = re.compile(r"^sys\.path\[0\] = ", re.MULTILINE)
+FIRST_PROJECT_IMPORT = re.compile(r"^(import (tensorflow|keras)|from seq2seq_keras)", re.MULTILINE)
+
+
+@pytest.fixture(scope="module")
+def help_results() -> dict:
+    completed = subprocess.run(
+        [sys.executable, "-c", HELP_RUNNER, *map(str, SCRIPTS)], capture_output=True, text=True,
+        cwd=PROJECT_ROOT, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT "):])
+
 
 def test_there_are_benchmarks():
     assert {"train.py", "decode.py", "litert.py"} <= {path.name for path in SCRIPTS}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
-def test_every_benchmark_starts_and_has_help(script):
-    completed = subprocess.run(
-        [sys.executable, str(script), "--help"], capture_output=True, text=True,
-        cwd=PROJECT_ROOT, timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    assert completed.stdout.startswith("usage:"), completed.stdout[:500]
+def test_every_benchmark_starts_and_has_help(script, help_results):
+    result = help_results[str(script)]
+    assert result["code"] == 0, result
+    assert result["stdout"].startswith("usage:"), result["stdout"][:500]
+    assert result["path0"] == str(PROJECT_ROOT)
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
+def test_every_benchmark_puts_the_project_root_first_before_its_imports(script):
+    source = script.read_text(encoding="utf-8")
+    path_fix, first_import = PATH_FIX.search(source), FIRST_PROJECT_IMPORT.search(source)
+    assert path_fix and first_import and path_fix.start() < first_import.start()
+
+
+def test_tensorflow_found_its_own_litert_module(help_results):
+    litert = help_results["litert module"]
+    assert litert is None or str(BENCHMARKS) not in litert
