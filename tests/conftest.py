@@ -7,8 +7,10 @@ Tests never touch the network: the data file comes from `$SEQ2SEQ_DATA` or the c
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
+from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -16,6 +18,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from filelock import FileLock  # noqa: E402
 
 from seq2seq_keras import data as data_lib  # noqa: E402
 from seq2seq_keras import pipeline, search  # noqa: E402
@@ -79,6 +82,42 @@ def splits(spa_eng_path) -> data_lib.Splits:
     return data_lib.split_pairs(data_lib.read_pairs(spa_eng_path).pairs)
 
 
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory, worker_id) -> Path:
+    """A folder all test processes of this run share: pytest-xdist gives each worker its own
+    base temporary directory, under one parent made for the run."""
+    base = tmp_path_factory.getbasetemp()
+    return base if worker_id == "master" else base.parent
+
+
+def built_once(run_dir: Path, name: str, build: Callable[[Path], None]) -> Path:
+    """`run_dir/name`, made by `build(folder)` in whichever test process asks for it first;
+    the others wait for it and read what it wrote. Expensive session fixtures (a learned
+    vocabulary, a model trained for 120 epochs) are then computed once a run, not once a
+    worker: they are deterministic, so each worker would compute the same thing."""
+    path = run_dir / name
+    with FileLock(f"{path}.lock"):
+        if not path.exists():
+            staging = run_dir / f"{name}.partial"
+            staging.mkdir()
+            build(staging)
+            staging.rename(path)
+    return path
+
+
+def write_vocabularies(folder: Path, source_vocabulary, target_vocabulary) -> None:
+    (folder / "vocabularies.json").write_text(
+        json.dumps([source_vocabulary, target_vocabulary]), encoding="utf-8"
+    )
+
+
+def read_vocabularies(folder: Path) -> tuple[list[str], list[str]]:
+    source_vocabulary, target_vocabulary = json.loads(
+        (folder / "vocabularies.json").read_text(encoding="utf-8")
+    )
+    return source_vocabulary, target_vocabulary
+
+
 # The training pairs the tokenizer tests learn WordPiece vocabularies from: the first sixth of
 # the training split, a real corpus (6,203 English and 8,000 Spanish entries) learned in a
 # quarter of the whole split's time. The tests then tokenize every sentence of the data with
@@ -92,9 +131,14 @@ def learned_pairs(splits) -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def learned(learned_pairs) -> tuple[tokenizers.WordPieceTokenizer, tokenizers.WordPieceTokenizer]:
+def learned(
+    learned_pairs, run_dir
+) -> tuple[tokenizers.WordPieceTokenizer, tokenizers.WordPieceTokenizer]:
     """Source and target WordPiece tokenizers learned from `learned_pairs` of spa-eng."""
-    source_vocabulary, target_vocabulary = tokenizers.build_vocabularies(learned_pairs, WORDPIECE)
+    folder = built_once(run_dir, "learned_wordpiece", lambda folder: write_vocabularies(
+        folder, *tokenizers.build_vocabularies(learned_pairs, WORDPIECE)
+    ))
+    source_vocabulary, target_vocabulary = read_vocabularies(folder)
     assert source_vocabulary[:2] == ["", "[UNK]"]
     assert target_vocabulary[:4] == ["", "[UNK]", "[START]", "[END]"]
     assert len(source_vocabulary) <= WORDPIECE.source_vocab_size
@@ -141,20 +185,38 @@ def build_tiny(config: Seq2SeqConfig, pairs, epochs: int) -> TinyModel:
     return TinyModel(config, model, source_vocabulary, target_vocabulary, tokens)
 
 
+def tiny_built_once(
+    run_dir: Path, name: str, config: Seq2SeqConfig, pairs, epochs: int
+) -> TinyModel:
+    """`build_tiny(config, pairs, epochs)`, trained by the first test process to ask and loaded
+    by the others (see `built_once`)."""
+
+    def train_and_save(folder: Path) -> None:
+        tiny = build_tiny(config, pairs, epochs)
+        tiny.model.save(folder / "model.keras")
+        write_vocabularies(folder, tiny.source_vocabulary, tiny.target_vocabulary)
+
+    folder = built_once(run_dir, name, train_and_save)
+    source_vocabulary, target_vocabulary = read_vocabularies(folder)
+    tokens = data_lib.vectorize_pairs(pairs, source_vocabulary, target_vocabulary, config)
+    model = keras.saving.load_model(folder / "model.keras")
+    return TinyModel(config, model, source_vocabulary, target_vocabulary, tokens)
+
+
 @pytest.fixture(scope="session")
-def overfit_model(tiny_config) -> TinyModel:
+def overfit_model(tiny_config, run_dir) -> TinyModel:
     """A tiny model trained until it knows `TINY_PAIRS` by heart."""
-    return build_tiny(tiny_config, TINY_PAIRS, epochs=120)
+    return tiny_built_once(run_dir, "overfit_model", tiny_config, TINY_PAIRS, epochs=120)
 
 
 @pytest.fixture(scope="session")
-def wordpiece_model(tiny_config) -> TinyModel:
+def wordpiece_model(tiny_config, run_dir) -> TinyModel:
     """`overfit_model` with case-kept WordPiece tokens instead of lowercased words."""
     config = dataclasses.replace(
         tiny_config, tokenizer="wordpiece", source_vocab_size=160, target_vocab_size=200,
         max_source_length=16, max_target_length=16,
     )
-    return build_tiny(config, TINY_PAIRS, epochs=120)
+    return tiny_built_once(run_dir, "wordpiece_model", config, TINY_PAIRS, epochs=120)
 
 
 def small_model(config: Seq2SeqConfig = SMALL) -> keras.Model:

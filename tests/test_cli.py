@@ -104,7 +104,7 @@ def test_sampling_with_a_beam_is_refused(capsys):
 
 @pytest.mark.slow
 @pytest.mark.bfloat16  # one of its translations decodes with bfloat16 weights
-def test_train_translate_evaluate_end_to_end(spa_eng_path, tmp_path):
+def test_train_translate_evaluate_end_to_end(spa_eng_path, tmp_path, capsys):
     model_dir = tmp_path / "model"
     trained = run_cli(
         "train", "--data", str(spa_eng_path), "--max-pairs", "3000", "--epochs", "2",
@@ -128,13 +128,13 @@ def test_train_translate_evaluate_end_to_end(spa_eng_path, tmp_path):
         assert translated.stdout.count("\n") == 1  # one translation (a tiny model's may be "")
     evaluated = run_cli("evaluate", "--model-dir", str(model_dir), "--data", str(spa_eng_path))
     assert evaluated.returncode == 0 and "source words" in evaluated.stdout
-    long_only = run_cli("evaluate", "--model-dir", str(model_dir), "--data", str(spa_eng_path),
-                        "--beam", "1", "--min-words", "4")
-    assert long_only.returncode == 0, long_only.stderr[-3000:]
-    assert "test split, sources of 4+ words (greedy): BLEU" in long_only.stdout
-    first_bucket = long_only.stdout.split("source words")[1].split()[2]  # after "sentences BLEU"
-    assert first_bucket == "4-6", long_only.stdout  # the 1-3 bucket is gone
-    too_long = run_cli("evaluate", "--model-dir", str(model_dir), "--data", str(spa_eng_path),
-                       "--min-words", "1000")
-    assert too_long.returncode == 2
-    assert too_long.stderr.strip().endswith("error: no test source has 1000 or more words.")
+    # Its options, in this process (the same `main` a process runs, without another start-up).
+    evaluate = ["evaluate", "--model-dir", str(model_dir), "--data", str(spa_eng_path)]
+    capsys.readouterr()
+    assert cli.main([*evaluate, "--beam", "1", "--min-words", "4"]) == 0
+    long_only = capsys.readouterr().out
+    assert "test split, sources of 4+ words (greedy): BLEU" in long_only
+    first_bucket = long_only.split("source words")[1].split()[2]  # after "sentences BLEU"
+    assert first_bucket == "4-6", long_only  # the 1-3 bucket is gone
+    assert cli.main([*evaluate, "--min-words", "1000"]) == 2
+    assert capsys.readouterr().err.strip().endswith("error: no test source has 1000 or more words.")

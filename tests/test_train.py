@@ -90,8 +90,9 @@ SMALL_TRANSFORMER = dict(
 @pytest.mark.slow
 @pytest.mark.parametrize("sizes", [{}, SMALL_TRANSFORMER], ids=["rnn", "transformer"])
 def test_a_run_killed_mid_epoch_resumes_and_ends_as_if_never_killed(sizes, spa_eng_path, tmp_path):
-    # A checkpoint after every batch, so the kill lands mid-epoch, possibly mid-write.
-    config = dataclasses.replace(SMALL, epochs=3, checkpoint_seconds=1e-9, **sizes)
+    # A checkpoint after every batch, so the kill lands mid-epoch, possibly mid-write; 600 pairs
+    # make 15 batches an epoch (a checkpoint costs more than a batch of these tiny models).
+    config = dataclasses.replace(SMALL, epochs=3, checkpoint_seconds=1e-9, max_pairs=600, **sizes)
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     # The run never killed goes alongside (it shares nothing with the others), with checkpoints
     # at the default interval: writing them must not change what is trained either.
