@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -99,10 +100,18 @@ def built_once(run_dir: Path, name: str, build: Callable[[Path], None]) -> Path:
     with FileLock(f"{path}.lock"):
         if not path.exists():
             staging = run_dir / f"{name}.partial"
+            shutil.rmtree(staging, ignore_errors=True)  # a build that failed earlier in the run
             staging.mkdir()
             build(staging)
             staging.rename(path)
     return path
+
+
+def result_line(stdout: str) -> dict:
+    """The JSON a test's child process printed on its last `RESULT ` line."""
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, stdout[-3000:]
+    return json.loads(lines[-1][len("RESULT "):])
 
 
 def write_vocabularies(folder: Path, source_vocabulary, target_vocabulary) -> None:
@@ -220,11 +229,10 @@ def wordpiece_model(tiny_config, run_dir) -> TinyModel:
 
 
 def small_model(config: Seq2SeqConfig = SMALL) -> keras.Model:
-    """The compiled `SMALL` training model (or `config`'s), its optimizer variables built."""
+    """The compiled `SMALL` training model (or `config`'s), its optimizer variables built (as
+    compiling builds them)."""
     keras.utils.set_random_seed(config.seed)
-    model = train_lib.build_model(config)
-    model.optimizer.build(model.trainable_variables)
-    return model
+    return train_lib.build_model(config)
 
 
 def padded(ragged: tf.RaggedTensor) -> np.ndarray:

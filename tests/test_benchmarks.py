@@ -11,14 +11,13 @@ a script; what that process cannot see, the order of a script's own lines, is re
 source.
 """
 
-import json
 import re
 import subprocess
 import sys
 
 import pytest
 
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, result_line
 
 BENCHMARKS = PROJECT_ROOT / "benchmarks"
 # Modules the scripts load, not scripts themselves.
@@ -28,10 +27,10 @@ SCRIPTS = sorted(path for path in BENCHMARKS.glob("*.py") if path.name not in HE
 # Runs each script named on the command line as `python SCRIPT --help` would and prints, per
 # script, its exit status, what it printed, and what it left first on sys.path.
 HELP_RUNNER = """
-import contextlib, io, json, runpy, sys, traceback
+import contextlib, io, json, os, runpy, sys, traceback
 results = {}
 for script in sys.argv[1:]:
-    sys.path[0] = str(__import__("pathlib").Path(script).parent)
+    sys.path[0] = os.path.dirname(script)
     sys.argv = [script, "--help"]
     printed = io.StringIO()
     try:
@@ -59,9 +58,7 @@ def help_results() -> dict:
         cwd=PROJECT_ROOT, timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, completed.stdout[-3000:] + completed.stderr[-3000:]
-    return json.loads(lines[-1][len("RESULT "):])
+    return result_line(completed.stdout)
 
 
 def test_there_are_benchmarks():

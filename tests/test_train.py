@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import PROJECT_ROOT, SMALL, small_model
+from conftest import PROJECT_ROOT, SMALL, result_line, small_model
 from seq2seq_keras import checkpoints, hardware, pipeline
 from seq2seq_keras import data as data_lib
 from seq2seq_keras import train as train_lib
@@ -31,12 +31,6 @@ def run_python(code: str, env_extra=None, **kwargs) -> subprocess.CompletedProce
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **(env_extra or {})}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           encoding="utf-8", cwd=PROJECT_ROOT, env=env, timeout=600, **kwargs)
-
-
-def result_line(stdout: str) -> dict:
-    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, stdout[-3000:]
-    return json.loads(lines[-1][len("RESULT "):])
 
 
 def epoch_values(event_dir: Path, tag: str) -> list[float]:
