@@ -1,7 +1,7 @@
 """What one decoder step costs: milliseconds and graph ops, for several trained models.
 
     python benchmarks/decode_step.py --model-dir runs/eng_spa_attention \\
-        --model-dir runs/eng_spa_transformer [--batch 64] [--steps 30]
+        --model-dir runs/eng_spa_transformer [--batch 64] [--steps 30] [--threads 1]
 
 A search spends its time in the step its `tf.while_loop` runs once per generated token; this
 times that step alone, without the search around it, so that steps of different models (the
@@ -54,6 +54,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=64, help="sentences per step (default: 64)")
     parser.add_argument("--steps", type=int, default=30,
                         help="steps per timed run: a Transformer's cache grows to that length (default: 30)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TensorFlow's intra-op and inter-op threads (default 0: its own "
+                             "choice, one per core); 1 shows how much a step gains from a second core")
     return parser.parse_args()
 
 
@@ -135,10 +138,15 @@ def matmul_rate(rows: int, inner: int, outer: int, repeats: int = 200) -> float:
 
 def main() -> None:
     args = parse_args()
+    if args.threads:  # before TensorFlow runs anything
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     rows = [(model_dir, *step_cost(model_dir, args.batch, args.steps)) for model_dir in args.model_dir]
     rates = [(inner, outer, matmul_rate(args.batch, inner, outer)) for inner, outer in REFERENCE_MATMULS]
     baseline_ms = rows[0][1]
-    print(f"\none decoder step at batch {args.batch}, best of {REPEATS} runs of {args.steps} steps")
+    threads = f"{args.threads} thread(s)" if args.threads else "TensorFlow's default threads"
+    print(f"\none decoder step at batch {args.batch}, best of {REPEATS} runs of {args.steps} steps, "
+          f"{threads}")
     print(f"{'model':<44}{'ms/step':>9}{'ops':>7}{'MFLOP':>8}{'GFLOP/s':>9}{'x first':>9}")
     for model_dir, milliseconds, ops, mflops in rows:
         print(f"{model_dir:<44}{milliseconds:>9.2f}{ops:>7}{mflops:>8.0f}{mflops / milliseconds:>9.1f}"

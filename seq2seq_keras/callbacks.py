@@ -84,14 +84,19 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """`EarlyStopping` on `val_loss` whose state survives a restart and several `fit` calls.
 
     Unlike Keras' own it (1) starts from a saved state, (2) resets only once, not at every
-    `fit`, (3) ignores an epoch whose loss is NaN, and (4) leaves the best weights for `train`
-    to restore at the very end (Keras' restores them when each `fit` ends).
+    `fit`, (3) ignores an epoch whose loss is NaN, (4) leaves the best weights for `train`
+    to restore at the very end (Keras' restores them when each `fit` ends), and (5) spends no
+    patience while `holding()` says the learning rate still holds its peak before a decay
+    (`LearningRateSchedule.holding`): at the peak rate the validation loss may drift up for
+    epochs, and the decay then brings it below its earlier best (docs/training.md). Such an
+    epoch can still become the best one.
     """
 
-    def __init__(self, patience: int, state: dict | None = None, best_weights=None):
+    def __init__(self, patience: int, state: dict | None = None, best_weights=None, holding=None):
         super().__init__(monitor="val_loss", patience=patience, restore_best_weights=True)
         self.saved_state = state or {}
         self.saved_best_weights = best_weights
+        self.holding = holding or (lambda: False)
         self.started = False
         self.best_changed = False
 
@@ -110,9 +115,15 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         logs = logs or {}
         if not (is_finite(logs.get("loss")) and is_finite(logs.get("val_loss"))):
             return
-        previous = self.best_weights
+        previous, wait, patience = self.best_weights, self.wait, self.patience
+        holding = self.holding()
+        if holding:  # no worse epoch can stop the run now
+            self.patience = math.inf
         super().on_epoch_end(epoch, logs)
+        self.patience = patience
         self.best_changed = self.best_weights is not previous
+        if holding and not self.best_changed:
+            self.wait = wait
 
     def on_train_end(self, logs=None):
         pass
@@ -169,6 +180,11 @@ class LearningRateSchedule(keras.callbacks.Callback):
 
     def steps_done(self) -> int:
         return self.state.epoch * self.steps_per_epoch + self.state.batch
+
+    def holding(self) -> bool:
+        """Whether the rate still holds its peak, the decay (the last `decay_share` of the run)
+        not yet begun; never with the whole-run cosine (`decay_share` 1)."""
+        return self.progress() < 1.0 - self.decay_share
 
     def rate(self) -> float:
         """The learning rate for the next step."""

@@ -207,6 +207,8 @@ class Seq2SeqConfig:
     label_smoothing: float = 0.1
     epochs: int = 20
     # Stop when the validation loss has not improved for this many epochs (best weights kept).
+    # Epochs that end while the rate holds its peak before a decay (`decay_share` < 1) do not
+    # count: at the peak the validation loss may rise for epochs that the decay then undoes.
     patience: int = 2
     # Stop training after this many seconds (0: no limit). The default 30 minutes is the budget
     # the README's BLEU was measured with on a 2-core CPU; on a GPU `epochs` binds first.

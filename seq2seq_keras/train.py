@@ -264,23 +264,28 @@ def make_callbacks(
     the epoch's logs carry its rate when the checkpoint records them.
     """
     nan_guard = StopOnNaN()
-    early_stopping = ResumableEarlyStopping(config.patience, state.early_stopping, best_weights)
     time_budget = TimeBudget(config.max_train_seconds, spent=state.seconds)
     if distribute.is_multiworker(strategy) and config.max_train_seconds:
         # Each worker has its own clock: one stopping a batch before the others would leave
         # them waiting for it forever in the gradient all-reduce.
         logger.warning("the time budget is ignored under --strategy multiworker; use --epochs.")
         time_budget.seconds = 0
-    checkpoint = Checkpoint(
-        store, state, config, early_stopping, config.checkpoint_seconds, enabled=writes_files
-    )
-    callbacks = [nan_guard, early_stopping, time_budget, checkpoint, EpochProgbar(config.epochs)]
+    schedule = None
     if config.learning_rate_schedule == "cosine":
         schedule = LearningRateSchedule(
             config.learning_rate, config.warmup_steps, config.final_learning_rate_fraction,
             config.epochs * steps_per_epoch, steps_per_epoch, state, time_budget,
             config.decay_share,
         )
+    early_stopping = ResumableEarlyStopping(
+        config.patience, state.early_stopping, best_weights,
+        holding=schedule.holding if schedule else None,
+    )
+    checkpoint = Checkpoint(
+        store, state, config, early_stopping, config.checkpoint_seconds, enabled=writes_files
+    )
+    callbacks = [nan_guard, early_stopping, time_budget, checkpoint, EpochProgbar(config.epochs)]
+    if schedule:
         callbacks.insert(0, schedule)
     if logdir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(logdir)))

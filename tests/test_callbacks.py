@@ -208,3 +208,38 @@ def test_a_resumed_run_continues_the_schedule_where_it_stood(model):
     logs = {}
     resumed.on_epoch_end(6, logs)
     assert logs["learning_rate"] == pytest.approx(before)
+
+
+def test_the_schedule_holds_its_peak_until_the_decay_begins(model):
+    schedule, state, budget = schedule_over(model, decay_share=0.2)
+    state.epoch = 7
+    assert schedule.holding()
+    state.epoch = 8  # 800 of 1,000 steps: the decay begins
+    assert not schedule.holding()
+    state.epoch, budget.seconds, budget.spent = 1, 100.0, 85.0  # or the budget says so
+    assert not schedule.holding()
+    whole_run, _, _ = schedule_over(model, decay_share=1.0)
+    assert not whole_run.holding()  # the whole-run cosine decays from the start
+
+
+def test_early_stopping_spends_no_patience_while_the_rate_holds_its_peak(model):
+    # The validation loss of an LSTM at its peak rate: best after epoch 1, then up for three
+    # epochs; the decay, from epoch 5, brings it below the best. Without the hold, patience 2
+    # would end the run after epoch 3 and the decay would never come.
+    holding = {"now": True}
+    early_stopping = attached(
+        callbacks.ResumableEarlyStopping(patience=2, holding=lambda: holding["now"]), model
+    )
+    early_stopping.on_train_begin()
+    for epoch, val_loss in enumerate([2.0, 1.5, 1.6, 1.7, 1.8]):
+        early_stopping.on_epoch_end(epoch, {"loss": 1.0, "val_loss": val_loss})
+        assert not model.stop_training
+    assert early_stopping.get_state() == {"best": 1.5, "best_epoch": 1, "wait": 0}
+
+    holding["now"] = False  # the decay has begun: patience counts again
+    early_stopping.on_epoch_end(5, {"loss": 1.0, "val_loss": 1.4})
+    assert early_stopping.best_changed and early_stopping.best_epoch == 5
+    early_stopping.on_epoch_end(6, {"loss": 1.0, "val_loss": 1.45})
+    assert not model.stop_training
+    early_stopping.on_epoch_end(7, {"loss": 1.0, "val_loss": 1.46})
+    assert model.stop_training and early_stopping.stopped_epoch == 7
