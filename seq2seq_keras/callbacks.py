@@ -15,6 +15,7 @@ first, then `Checkpoint` records their decision.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -24,6 +25,8 @@ from seq2seq_keras.checkpoints import CheckpointStore, RunState, history_csv
 from seq2seq_keras.config import Seq2SeqConfig
 from seq2seq_keras.model_dir import HISTORY_FILENAME
 from seq2seq_keras.storage import write_atomically
+
+logger = logging.getLogger(__name__)
 
 
 def is_finite(value) -> bool:
@@ -89,14 +92,17 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     patience while `holding()` says the learning rate still holds its peak before a decay
     (`LearningRateSchedule.holding`): at the peak rate the validation loss may drift up for
     epochs, and the decay then brings it below its earlier best (docs/training.md). Such an
-    epoch can still become the best one.
+    epoch can still become the best one; one that is not calls `on_plateau()`
+    (`LearningRateSchedule.begin_decay`).
     """
 
-    def __init__(self, patience: int, state: dict | None = None, best_weights=None, holding=None):
+    def __init__(self, patience: int, state: dict | None = None, best_weights=None, holding=None,
+                 on_plateau=None):
         super().__init__(monitor="val_loss", patience=patience, restore_best_weights=True)
         self.saved_state = state or {}
         self.saved_best_weights = best_weights
         self.holding = holding or (lambda: False)
+        self.on_plateau = on_plateau or (lambda: None)
         self.started = False
         self.best_changed = False
 
@@ -124,6 +130,7 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         self.best_changed = self.best_weights is not previous
         if holding and not self.best_changed:
             self.wait = wait
+            self.on_plateau()
 
     def on_train_end(self, logs=None):
         pass
@@ -142,11 +149,13 @@ class LearningRateSchedule(keras.callbacks.Callback):
     most a tenth of `total_steps`).
     Decay: a cosine from `peak` down to `final_fraction` × `peak` at the run's end, over the
     last `decay_share` of the run; before that the rate holds at `peak` (with `decay_share`
-    1, the default, the cosine spans the whole run). How far the run has come is the larger
-    of its share of `total_steps` (the epochs) and its share of the time budget, so the decay
-    ends when the run does, whichever limit stops it. Both shares come from the run's own
-    records (`RunState` and `TimeBudget`), so a resumed run continues the schedule where it
-    stood.
+    1, the default, the cosine spans the whole run). With `on_plateau`, `begin_decay` (called
+    at an epoch at the peak rate that did not improve the validation loss) starts the decay
+    there instead, spanning the rest of the run. How far the run has come is the larger of its
+    share of `total_steps` (the epochs) and its share of the time budget, so the decay ends
+    when the run does, whichever limit stops it. Both shares, and where a plateau began the
+    decay, come from the run's own records (`RunState` and `TimeBudget`), so a resumed run
+    continues the schedule where it stood.
     """
 
     def __init__(
@@ -159,10 +168,12 @@ class LearningRateSchedule(keras.callbacks.Callback):
         state: RunState,
         time_budget: TimeBudget,
         decay_share: float = 1.0,
+        on_plateau: bool = False,
     ):
         super().__init__()
         self.peak = peak
         self.decay_share = decay_share
+        self.on_plateau = on_plateau
         # A short run (few epochs of few batches) warms up for a tenth of its steps at most.
         self.warmup_steps = min(warmup_steps, total_steps // WARMUP_SHARE_LIMIT)
         self.final_fraction = final_fraction
@@ -181,16 +192,31 @@ class LearningRateSchedule(keras.callbacks.Callback):
     def steps_done(self) -> int:
         return self.state.epoch * self.steps_per_epoch + self.state.batch
 
+    def decay_start(self) -> float:
+        """The run's share done at which the decay begins: where a plateau began it, else the
+        start of the last `decay_share`."""
+        if self.state.decay_start is not None:
+            return self.state.decay_start
+        return 1.0 - self.decay_share
+
     def holding(self) -> bool:
-        """Whether the rate still holds its peak, the decay (the last `decay_share` of the run)
-        not yet begun; never with the whole-run cosine (`decay_share` 1)."""
-        return self.progress() < 1.0 - self.decay_share
+        """Whether the rate still holds its peak, the decay not yet begun; never with the
+        whole-run cosine (`decay_share` 1)."""
+        return self.progress() < self.decay_start()
+
+    def begin_decay(self) -> None:
+        """Start the decay now (with `on_plateau`, while the rate still holds its peak)."""
+        if self.on_plateau and self.holding():
+            self.state.decay_start = self.progress()
+            logger.info(f"the validation loss did not improve at the peak learning rate: the "
+                        f"decay begins at {self.state.decay_start:.0%} of the run")
 
     def rate(self) -> float:
         """The learning rate for the next step."""
         if self.steps_done() < self.warmup_steps:
             return self.peak * (self.steps_done() + 1) / self.warmup_steps
-        into_decay = 1.0 - (1.0 - self.progress()) / self.decay_share
+        start = self.decay_start()
+        into_decay = (self.progress() - start) / (1.0 - start)
         cosine = 0.5 * (1.0 + math.cos(math.pi * max(into_decay, 0.0)))
         return self.peak * (self.final_fraction + (1.0 - self.final_fraction) * cosine)
 

@@ -42,6 +42,8 @@ class RunState:
     finished: bool = False  # stopped early or out of time: only the model is left to write
     history: list = dataclasses.field(default_factory=list)  # logs of each finished epoch
     early_stopping: dict = dataclasses.field(default_factory=dict)
+    # The run's share done when a plateau began the learning rate's decay (None: it has not).
+    decay_start: float | None = None
 
 
 class CheckpointStore:

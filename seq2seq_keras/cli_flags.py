@@ -155,6 +155,11 @@ def add_train(commands) -> None:
                        f"{DEFAULT_DECAY_SHARES['rnn']:g}, or "
                        f"{DEFAULT_DECAY_SHARES['transformer']:g}, the whole run, for "
                        "the Transformer)")
+    train.add_argument("--decay-on-plateau", action=argparse.BooleanOptionalAction,
+                       default=defaults.decay_on_plateau,
+                       help="begin the decay at the first epoch at the peak rate whose "
+                       "validation loss does not improve, if that comes before the last "
+                       "--decay-share of the run (default: on)")
     train.add_argument("--warmup-steps", type=int, default=None,
                        help="with --learning-rate-schedule cosine (default: 200, or 800 for the "
                        "Transformer)")
@@ -334,6 +339,7 @@ def config_from_args(args: argparse.Namespace):
         learning_rate_schedule=args.learning_rate_schedule,
         warmup_steps=args.warmup_steps,
         decay_share=args.decay_share,
+        decay_on_plateau=args.decay_on_plateau,
         label_smoothing=args.label_smoothing,
         output_projection_dim=args.output_projection_dim,
         max_train_seconds=args.max_minutes * 60,

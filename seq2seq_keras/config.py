@@ -33,13 +33,15 @@ DEFAULT_EXPORT_ROOT = "saved_models"
 # What a config.json that lacks a field meant when the field's default has changed since: a
 # model directory written before `tokenizer` existed holds a word model; one written before
 # the factorized output layer, the learning-rate schedule and label smoothing has none; one
-# written before `decay_share` decayed over the whole run.
+# written before `decay_share` decayed over the whole run, and one written before
+# `decay_on_plateau` began its decay at the fixed share only.
 LEGACY_DEFAULTS = {
     "tokenizer": "word",
     "output_projection_dim": 0,
     "learning_rate_schedule": "constant",
     "label_smoothing": 0.0,
     "decay_share": 1.0,
+    "decay_on_plateau": False,
 }
 # The beam width `translate`, `evaluate` and `train`'s report use unless told otherwise: beam
 # search finds translations greedy decoding misses (about +3 BLEU here, README) for about
@@ -201,6 +203,12 @@ class Seq2SeqConfig:
     # rate for longer with a short decay (docs/training.md). None: the architecture's
     # DEFAULT_DECAY_SHARES.
     decay_share: float | None = None
+    # Begin that decay early, at the first epoch at the peak rate whose validation loss does
+    # not improve on the best: from there the peak rate only overfits. The decay then spans the
+    # rest of the run. A CPU that fits few epochs in the budget never plateaus and decays over
+    # the last `decay_share`; one that fits many no longer spends them overfitting at the peak
+    # (docs/training.md, "The decay begins at the plateau").
+    decay_on_plateau: bool = True
     # Label smoothing ε of the training loss: (1 - ε) · cross-entropy + ε · cross-entropy
     # against the uniform distribution (`model.Seq2SeqModel`). The validation loss stays the
     # plain cross-entropy. 0 disables it.

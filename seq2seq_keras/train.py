@@ -275,11 +275,12 @@ def make_callbacks(
         schedule = LearningRateSchedule(
             config.learning_rate, config.warmup_steps, config.final_learning_rate_fraction,
             config.epochs * steps_per_epoch, steps_per_epoch, state, time_budget,
-            config.decay_share,
+            config.decay_share, config.decay_on_plateau,
         )
     early_stopping = ResumableEarlyStopping(
         config.patience, state.early_stopping, best_weights,
         holding=schedule.holding if schedule else None,
+        on_plateau=schedule.begin_decay if schedule else None,
     )
     checkpoint = Checkpoint(
         store, state, config, early_stopping, config.checkpoint_seconds, enabled=writes_files

@@ -139,13 +139,13 @@ def test_the_progress_bar_counts_epochs_of_the_whole_run():
 
 
 def schedule_over(model, total_steps=1000, budget_seconds=0.0, warmup_steps=100, spent=0.0,
-                  decay_share=1.0):
+                  decay_share=1.0, on_plateau=False, state=None):
     """A cosine schedule with peak 1e-3, warm-up, decay to 2%, over 10 epochs of 100 steps."""
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
-    state = checkpoints.RunState()
+    state = state or checkpoints.RunState()
     budget = callbacks.TimeBudget(budget_seconds, spent=spent, clock=frozen_clock)
     schedule = callbacks.LearningRateSchedule(1e-3, warmup_steps, 0.02, total_steps, 100, state,
-                                              budget, decay_share)
+                                              budget, decay_share, on_plateau)
     return attached(schedule, model), state, budget
 
 
@@ -243,3 +243,43 @@ def test_early_stopping_spends_no_patience_while_the_rate_holds_its_peak(model):
     assert not model.stop_training
     early_stopping.on_epoch_end(7, {"loss": 1.0, "val_loss": 1.46})
     assert model.stop_training and early_stopping.stopped_epoch == 7
+
+
+def end_epochs(early_stopping, state, val_losses, first_epoch=0):
+    """End epochs of 100 steps with these validation losses, as `fit` would: early stopping
+    sees the state of the epoch that just ended (the checkpoint moves it on after)."""
+    for epoch, val_loss in enumerate(val_losses, start=first_epoch):
+        state.epoch, state.batch = epoch, 100
+        early_stopping.on_epoch_end(epoch, {"loss": 1.0, "val_loss": val_loss})
+
+
+@pytest.mark.parametrize("on_plateau", [True, False])
+def test_a_plateau_at_the_peak_rate_begins_the_decay_over_the_rest_of_the_run(model, on_plateau):
+    schedule, state, _ = schedule_over(model, decay_share=0.2, on_plateau=on_plateau)
+    early_stopping = attached(
+        callbacks.ResumableEarlyStopping(
+            patience=2, holding=schedule.holding, on_plateau=schedule.begin_decay
+        ),
+        model,
+    )
+    early_stopping.on_train_begin()
+    end_epochs(early_stopping, state, [2.0, 1.5])
+    assert state.decay_start is None and schedule.holding()
+    end_epochs(early_stopping, state, [1.6], first_epoch=2)  # no better: a plateau
+    # The plateau's epoch spends no patience either way: it ended at the peak rate.
+    assert early_stopping.wait == 0 and not model.stop_training
+    if not on_plateau:  # the decay waits for the last fifth
+        assert state.decay_start is None and schedule.holding()
+        assert rate_at(schedule, state, 650) == pytest.approx(1e-3)
+        return
+    assert state.decay_start == pytest.approx(0.3) and not schedule.holding()
+    # The cosine runs from 300 steps to the run's end: halfway down at 650, floor at 1,000.
+    assert rate_at(schedule, state, 300) == pytest.approx(1e-3)
+    assert rate_at(schedule, state, 650) == pytest.approx(0.51e-3)
+    assert rate_at(schedule, state, 1000) == pytest.approx(0.02e-3)
+    # A later plateau does not move it; a resumed run reads it from the checkpointed state.
+    end_epochs(early_stopping, state, [1.7], first_epoch=3)
+    assert state.decay_start == pytest.approx(0.3) and early_stopping.wait == 1
+    restored = checkpoints.RunState(**dataclasses.asdict(state))
+    resumed, _, _ = schedule_over(model, decay_share=0.2, on_plateau=True, state=restored)
+    assert rate_at(resumed, restored, 650) == pytest.approx(0.51e-3)

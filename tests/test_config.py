@@ -15,11 +15,11 @@ def test_missing_keys_default_and_unknown_keys_are_rejected():
     # A config without "tokenizer" predates the choice: its model was trained on words, while
     # a new config defaults to WordPiece.
     assert Seq2SeqConfig().tokenizer == "wordpiece"
-    # Nor had it the factorized output layer, a learning-rate schedule, label smoothing or a
-    # short decay.
+    # Nor had it the factorized output layer, a learning-rate schedule, label smoothing, a
+    # short decay or one begun by a plateau.
     assert Seq2SeqConfig.from_json('{"units": 8}') == Seq2SeqConfig(
         units=8, tokenizer="word", output_projection_dim=0, learning_rate_schedule="constant",
-        label_smoothing=0.0, decay_share=1.0,
+        label_smoothing=0.0, decay_share=1.0, decay_on_plateau=False,
     )
     assert Seq2SeqConfig.from_json(Seq2SeqConfig().to_json()).tokenizer == "wordpiece"
     with pytest.raises(ValueError, match="unknown keys \\['colour'\\]"):
