@@ -15,7 +15,6 @@ first, then `Checkpoint` records their decision.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 
@@ -25,8 +24,6 @@ from seq2seq_keras.checkpoints import CheckpointStore, RunState, history_csv
 from seq2seq_keras.config import Seq2SeqConfig
 from seq2seq_keras.model_dir import HISTORY_FILENAME
 from seq2seq_keras.storage import write_atomically
-
-logger = logging.getLogger(__name__)
 
 
 def is_finite(value) -> bool:
@@ -150,8 +147,9 @@ class LearningRateSchedule(keras.callbacks.Callback):
     Decay: a cosine from `peak` down to `final_fraction` × `peak` at the run's end, over the
     last `decay_share` of the run; before that the rate holds at `peak` (with `decay_share`
     1, the default, the cosine spans the whole run). With `on_plateau`, `begin_decay` (called
-    at an epoch at the peak rate that did not improve the validation loss) starts the decay
-    there instead, spanning the rest of the run. How far the run has come is the larger of its
+    at an epoch at the peak rate that did not improve the validation loss) starts the same
+    decay there instead; once it has run its `decay_share` of the run, the rate stays at its
+    floor until the run ends. How far the run has come is the larger of its
     share of `total_steps` (the epochs) and its share of the time budget, so the decay ends
     when the run does, whichever limit stops it. Both shares, and where a plateau began the
     decay, come from the run's own records (`RunState` and `TimeBudget`), so a resumed run
@@ -208,16 +206,17 @@ class LearningRateSchedule(keras.callbacks.Callback):
         """Start the decay now (with `on_plateau`, while the rate still holds its peak)."""
         if self.on_plateau and self.holding():
             self.state.decay_start = self.progress()
-            logger.info(f"the validation loss did not improve at the peak learning rate: the "
-                        f"decay begins at {self.state.decay_start:.0%} of the run")
+            # On a line of its own, as Keras' ReduceLROnPlateau reports itself.
+            print(f"\nEpoch {self.state.epoch + 1}: the validation loss did not improve at the "
+                  f"peak learning rate; the rate decays from here, {self.state.decay_start:.0%} "
+                  f"into the run, to its floor at {self.decay_start() + self.decay_share:.0%}.")
 
     def rate(self) -> float:
         """The learning rate for the next step."""
         if self.steps_done() < self.warmup_steps:
             return self.peak * (self.steps_done() + 1) / self.warmup_steps
-        start = self.decay_start()
-        into_decay = (self.progress() - start) / (1.0 - start)
-        cosine = 0.5 * (1.0 + math.cos(math.pi * max(into_decay, 0.0)))
+        into_decay = min(max((self.progress() - self.decay_start()) / self.decay_share, 0.0), 1.0)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * into_decay))
         return self.peak * (self.final_fraction + (1.0 - self.final_fraction) * cosine)
 
     def on_train_batch_begin(self, batch, logs=None):

@@ -157,9 +157,9 @@ def add_train(commands) -> None:
                        "the Transformer)")
     train.add_argument("--decay-on-plateau", action=argparse.BooleanOptionalAction,
                        default=defaults.decay_on_plateau,
-                       help="begin the decay at the first epoch at the peak rate whose "
-                       "validation loss does not improve, if that comes before the last "
-                       "--decay-share of the run (default: on)")
+                       help="begin the decay (of the same length) at the first epoch at the "
+                       "peak rate whose validation loss does not improve, if that comes before "
+                       "the last --decay-share of the run (default: on)")
     train.add_argument("--warmup-steps", type=int, default=None,
                        help="with --learning-rate-schedule cosine (default: 200, or 800 for the "
                        "Transformer)")

@@ -204,10 +204,11 @@ class Seq2SeqConfig:
     # DEFAULT_DECAY_SHARES.
     decay_share: float | None = None
     # Begin that decay early, at the first epoch at the peak rate whose validation loss does
-    # not improve on the best: from there the peak rate only overfits. The decay then spans the
-    # rest of the run. A CPU that fits few epochs in the budget never plateaus and decays over
-    # the last `decay_share`; one that fits many no longer spends them overfitting at the peak
-    # (docs/training.md, "The decay begins at the plateau").
+    # not improve on the best: from there the peak rate only overfits. The decay keeps its
+    # length (`decay_share` of the run), and the rate then stays at its floor. A CPU that fits
+    # few epochs in the budget never plateaus and decays over the last `decay_share`; one that
+    # fits many no longer spends them overfitting at the peak (docs/training.md, "The decay
+    # begins at the plateau").
     decay_on_plateau: bool = True
     # Label smoothing ε of the training loss: (1 - ε) · cross-entropy + ε · cross-entropy
     # against the uniform distribution (`model.Seq2SeqModel`). The validation loss stays the

@@ -254,7 +254,8 @@ def end_epochs(early_stopping, state, val_losses, first_epoch=0):
 
 
 @pytest.mark.parametrize("on_plateau", [True, False])
-def test_a_plateau_at_the_peak_rate_begins_the_decay_over_the_rest_of_the_run(model, on_plateau):
+def test_a_plateau_at_the_peak_rate_begins_the_decay_over_the_rest_of_the_run(model, on_plateau,
+                                                                              capsys):
     schedule, state, _ = schedule_over(model, decay_share=0.2, on_plateau=on_plateau)
     early_stopping = attached(
         callbacks.ResumableEarlyStopping(
@@ -270,16 +271,20 @@ def test_a_plateau_at_the_peak_rate_begins_the_decay_over_the_rest_of_the_run(mo
     assert early_stopping.wait == 0 and not model.stop_training
     if not on_plateau:  # the decay waits for the last fifth
         assert state.decay_start is None and schedule.holding()
+        assert "did not improve" not in capsys.readouterr().out
         assert rate_at(schedule, state, 650) == pytest.approx(1e-3)
         return
     assert state.decay_start == pytest.approx(0.3) and not schedule.holding()
-    # The cosine runs from 300 steps to the run's end: halfway down at 650, floor at 1,000.
+    assert "Epoch 3: the validation loss did not improve" in capsys.readouterr().out
+    # The cosine keeps its length, a fifth of the run, from step 300: halfway down at 400, at
+    # its floor from 500 to the run's end.
     assert rate_at(schedule, state, 300) == pytest.approx(1e-3)
-    assert rate_at(schedule, state, 650) == pytest.approx(0.51e-3)
+    assert rate_at(schedule, state, 400) == pytest.approx(0.51e-3)
+    assert rate_at(schedule, state, 500) == pytest.approx(0.02e-3)
     assert rate_at(schedule, state, 1000) == pytest.approx(0.02e-3)
     # A later plateau does not move it; a resumed run reads it from the checkpointed state.
     end_epochs(early_stopping, state, [1.7], first_epoch=3)
     assert state.decay_start == pytest.approx(0.3) and early_stopping.wait == 1
     restored = checkpoints.RunState(**dataclasses.asdict(state))
     resumed, _, _ = schedule_over(model, decay_share=0.2, on_plateau=True, state=restored)
-    assert rate_at(resumed, restored, 650) == pytest.approx(0.51e-3)
+    assert rate_at(resumed, restored, 400) == pytest.approx(0.51e-3)
