@@ -149,11 +149,11 @@ class LearningRateSchedule(keras.callbacks.Callback):
     1, the default, the cosine spans the whole run). With `on_plateau`, `begin_decay` (called
     at an epoch at the peak rate that did not improve the validation loss) starts the same
     decay there instead; once it has run its `decay_share` of the run, the rate stays at its
-    floor until the run ends. How far the run has come is the larger of its
-    share of `total_steps` (the epochs) and its share of the time budget, so the decay ends
-    when the run does, whichever limit stops it. Both shares, and where a plateau began the
-    decay, come from the run's own records (`RunState` and `TimeBudget`), so a resumed run
-    continues the schedule where it stood.
+    floor until the run ends. How far the run has come is the larger of its share of
+    `total_steps` (the epochs) and its share of the time budget, so the decay ends on time
+    whichever limit stops the run. Both shares, and where a plateau began the decay, come
+    from the run's own records (`RunState` and `TimeBudget`), so a resumed run continues the
+    schedule where it stood.
     """
 
     def __init__(

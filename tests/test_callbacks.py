@@ -254,8 +254,7 @@ def end_epochs(early_stopping, state, val_losses, first_epoch=0):
 
 
 @pytest.mark.parametrize("on_plateau", [True, False])
-def test_a_plateau_at_the_peak_rate_begins_the_decay_over_the_rest_of_the_run(model, on_plateau,
-                                                                              capsys):
+def test_a_plateau_at_the_peak_rate_begins_the_decay_there(model, on_plateau, capsys):
     schedule, state, _ = schedule_over(model, decay_share=0.2, on_plateau=on_plateau)
     early_stopping = attached(
         callbacks.ResumableEarlyStopping(
