@@ -300,16 +300,17 @@ class DecoderBlock(Block):
           The `(batch, width)` output, the cache with this position's keys and values, and
           the cross-attention weights `(batch, heads, source_len)`.
         """
-        h = ops.expand_dims(self.self_attention_norm(x), 1)  # (batch, 1, width)
-        new_keys = by_head(self.self_attention.key_dense(h))  # (batch, heads, 1, head_width)
-        new_values = by_head(self.self_attention.value_dense(h))
+        h = self.self_attention_norm(x)
+        attention = self.self_attention
+        new_keys = ops.expand_dims(heads_of(attention.key_dense, h), 2)  # (batch, heads, 1, head_width)
+        new_values = ops.expand_dims(heads_of(attention.value_dense, h), 2)
         if grow:
             keys, values, seen = *appended(cache, new_keys, new_values), None
         else:
             keys, values, seen = written_at(cache, new_keys, new_values, positions)
         h, _ = cached_attention(self.self_attention, h, keys, values, seen)
         x = x + h
-        h = ops.expand_dims(self.cross_attention_norm(x), 1)
+        h = self.cross_attention_norm(x)
         h, weights = cached_attention(self.cross_attention, h, *cross_cache, source_mask)
         x = x + h
         return self.add_feed_forward(x), (keys, values), weights
@@ -341,22 +342,51 @@ def cached_attention(layer: keras.layers.MultiHeadAttention, query_vectors, keys
     """A `MultiHeadAttention` layer's output for one query position, from projected keys and
     values: the computation of its `call`, without projecting the keys and values again.
 
+    The projections multiply the layer's kernels as plain 2-D matmuls (`heads_of`,
+    `from_heads`); the attention itself is two small batched matmuls over the heads.
+
     Args:
-      query_vectors: `(batch, 1, width)` the position's (normalised) vectors.
+      query_vectors: `(batch, width)` the position's (normalised) vectors.
       keys, values: `(batch, heads, length, head_width)`, already projected.
       mask: `(batch, length)` bool, False where the query may not look; None: everywhere.
     Returns:
       `(batch, width)` outputs and `(batch, heads, length)` float32 attention weights.
     """
-    query = by_head(layer.query_dense(query_vectors))  # (batch, heads, 1, head_width)
+    query = heads_of(layer.query_dense, query_vectors)  # (batch, heads, head_width)
     query = query * ops.cast(1.0 / math.sqrt(layer.key_dim), query.dtype)
-    scores = ops.matmul(query, ops.swapaxes(keys, -1, -2))[:, :, 0, :]  # (batch, heads, length)
+    scores = ops.matmul(ops.expand_dims(query, 2), ops.swapaxes(keys, -1, -2))[:, :, 0, :]
     scores = ops.cast(scores, "float32")
     if mask is not None:
         scores = ops.where(ops.expand_dims(mask, 1), scores, MASKED_SCORE)
     weights = ops.softmax(scores, axis=-1)
-    context = ops.matmul(ops.expand_dims(ops.cast(weights, values.dtype), 2), values)
-    return layer.output_dense(by_head(context))[:, 0], weights  # (batch, width)
+    context = ops.matmul(ops.expand_dims(ops.cast(weights, values.dtype), 2), values)[:, :, 0, :]
+    return from_heads(layer.output_dense, context), weights
+
+
+def heads_of(projection: keras.layers.EinsumDense, vectors):
+    """`(batch, width)` vectors through an attention's query, key or value projection:
+    `(batch, heads, head_width)`, the layer's own numbers.
+
+    The layer's call reads `(batch, length, width)` and multiplies by its `(width, heads,
+    head_width)` kernel as a batched matmul, which for one position is `batch` products of a
+    single row. Viewed as `(width, heads · head_width)`, the same kernel is one 2-D matmul of
+    `batch` rows, a faster kernel (docs/transformer.md times both steps)."""
+    kernel = ops.cast(projection.kernel, vectors.dtype)
+    width, heads, head_width = kernel.shape
+    flat = ops.matmul(vectors, ops.reshape(kernel, (width, heads * head_width)))
+    flat = flat + ops.cast(ops.reshape(projection.bias, (heads * head_width,)), vectors.dtype)
+    return ops.reshape(flat, (-1, heads, head_width))
+
+
+def from_heads(projection: keras.layers.EinsumDense, context):
+    """`(batch, heads, head_width)` through an attention's output projection: `(batch, width)`,
+    its `(heads, head_width, width)` kernel as one plain matmul (see `heads_of`)."""
+    kernel = ops.cast(projection.kernel, context.dtype)
+    heads, head_width, width = kernel.shape
+    flat = ops.reshape(context, (-1, heads * head_width))
+    return ops.matmul(flat, ops.reshape(kernel, (heads * head_width, width))) + ops.cast(
+        projection.bias, context.dtype
+    )
 
 
 def by_head(tensor):
