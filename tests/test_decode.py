@@ -166,6 +166,22 @@ def test_graph_decoder_handles_empty_batches_and_empty_sources(overfit_model):
     np.testing.assert_array_equal(decoder.greedy(tf.zeros([2, 1], tf.int64)).token_ids, expected)
 
 
+def test_ids_past_the_vocabulary_are_never_chosen(overfit_model):
+    # A softmax layer wider than the learned vocabulary (a small corpus) has ids with no token.
+    # Sampling at a high temperature picks nearly uniformly, so a decoder that did not rule
+    # them out would choose some; one told the vocabulary's size never does, nor does its beam.
+    model, max_length = overfit_model.model, overfit_model.config.max_decode_length
+    known = model.output_shape[-1] - 3
+    full, cut = GraphDecoder(model, max_length), GraphDecoder(model, max_length, vocabulary_size=known)
+    sources = [source for source, _ in TINY_PAIRS] * 8
+    vectorizer = text_lib.make_vectorizer(overfit_model.source_vocabulary)
+    source_ids = tf.constant(padded(vectorizer(tf.constant(sources))), tf.int64)
+    hot, seed = tf.constant(50.0), tf.constant(7, tf.int64)
+    assert np.any(full.sample(source_ids, hot, seed).token_ids.numpy() >= known)
+    for result in (cut.sample(source_ids, hot, seed), cut.decode(source_ids, beam_width=4)):
+        assert result.token_ids.numpy().max() < known
+
+
 def test_a_padding_token_is_the_same_step_in_both_decoders(half_trained_model):
     # The stepwise decoder feeds padding to finished sentences; the functional step model does
     # not mask it (its state changes), and the graph step must do exactly the same.
