@@ -365,7 +365,7 @@ def cached_attention(layer: keras.layers.MultiHeadAttention, query_vectors, keys
 
 def heads_of(projection: keras.layers.EinsumDense, vectors):
     """`(batch, width)` vectors through an attention's query, key or value projection:
-    `(batch, heads, head_width)`, the layer's own numbers.
+    `(batch, heads, head_width)`, what the layer computes (up to the order of float additions).
 
     The layer's call reads `(batch, length, width)` and multiplies by its `(width, heads,
     head_width)` kernel as a batched matmul, which for one position is `batch` products of a
