@@ -308,7 +308,7 @@ class DecoderBlock(Block):
             keys, values, seen = *appended(cache, new_keys, new_values), None
         else:
             keys, values, seen = written_at(cache, new_keys, new_values, positions)
-        h, _ = cached_attention(self.self_attention, h, keys, values, seen)
+        h, _ = cached_attention(attention, h, keys, values, seen)
         x = x + h
         h = self.cross_attention_norm(x)
         h, weights = cached_attention(self.cross_attention, h, *cross_cache, source_mask)
@@ -371,22 +371,22 @@ def heads_of(projection: keras.layers.EinsumDense, vectors):
     head_width)` kernel as a batched matmul, which for one position is `batch` products of a
     single row. Viewed as `(width, heads · head_width)`, the same kernel is one 2-D matmul of
     `batch` rows, a faster kernel (docs/transformer.md times both steps)."""
-    kernel = ops.cast(projection.kernel, vectors.dtype)
-    width, heads, head_width = kernel.shape
-    flat = ops.matmul(vectors, ops.reshape(kernel, (width, heads * head_width)))
-    flat = flat + ops.cast(ops.reshape(projection.bias, (heads * head_width,)), vectors.dtype)
-    return ops.reshape(flat, (-1, heads, head_width))
+    _, heads, head_width = projection.kernel.shape
+    return ops.reshape(as_matmul(projection, vectors), (-1, heads, head_width))
 
 
 def from_heads(projection: keras.layers.EinsumDense, context):
     """`(batch, heads, head_width)` through an attention's output projection: `(batch, width)`,
     its `(heads, head_width, width)` kernel as one plain matmul (see `heads_of`)."""
-    kernel = ops.cast(projection.kernel, context.dtype)
-    heads, head_width, width = kernel.shape
-    flat = ops.reshape(context, (-1, heads * head_width))
-    return ops.matmul(flat, ops.reshape(kernel, (heads * head_width, width))) + ops.cast(
-        projection.bias, context.dtype
-    )
+    heads, head_width, _ = projection.kernel.shape
+    return as_matmul(projection, ops.reshape(context, (-1, heads * head_width)))
+
+
+def as_matmul(projection: keras.layers.EinsumDense, rows):
+    """`rows @ kernel + bias` of an `EinsumDense` whose kernel, flattened to a matrix, has as
+    many rows as `rows` has columns: its input axes first, its output axes after."""
+    kernel = ops.reshape(ops.cast(projection.kernel, rows.dtype), (rows.shape[-1], -1))
+    return ops.matmul(rows, kernel) + ops.reshape(ops.cast(projection.bias, rows.dtype), (-1,))
 
 
 def by_head(tensor):
