@@ -320,6 +320,11 @@ def add_transformer_flags(train: argparse.ArgumentParser, defaults: Seq2SeqConfi
         shown = "as many as --transformer-layers" if default is None else default
         train.add_argument(f"--transformer-{flag}", type=kind, default=default,
                            help=f"Transformer: {meaning} (default: {shown})")
+    train.add_argument("--transformer-tie-embeddings", action=argparse.BooleanOptionalAction,
+                       default=defaults.transformer_tie_embeddings,
+                       help="Transformer: one matrix embeds the target tokens and, transposed, "
+                       "makes the output logits (default: "
+                       f"{'tied' if defaults.transformer_tie_embeddings else 'untied'})")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -358,4 +363,5 @@ def config_from_args(args: argparse.Namespace):
         transformer_heads=args.transformer_heads,
         transformer_feed_forward=args.transformer_feed_forward,
         transformer_dropout=args.transformer_dropout,
+        transformer_tie_embeddings=args.transformer_tie_embeddings,
     )

@@ -85,13 +85,11 @@ def build_transformer_model(config: Seq2SeqConfig) -> keras.Model:
     encoder_positions = PositionalEncoding(dropout, name=ENCODER_POSITIONS)
     encoder_blocks = [EncoderBlock(**block_sizes, name=name) for name in encoder_names]
     encoder_norm = keras.layers.LayerNormalization(epsilon=NORM_EPSILON, name=ENCODER_NORM)
-    decoder_embedding = keras.layers.Embedding(config.target_vocab_size, width, name=DECODER_EMBEDDING)
+    decoder_embedding = target_embedding(config)
     decoder_positions = PositionalEncoding(dropout, name=DECODER_POSITIONS)
     decoder_blocks = [DecoderBlock(**block_sizes, name=name) for name in decoder_names]
     decoder_norm = keras.layers.LayerNormalization(epsilon=NORM_EPSILON, name=DECODER_NORM)
-    decoder_dense = SoftmaxDense(
-        config.target_vocab_size, projection_dim=config.output_projection_dim, name=DECODER_DENSE
-    )
+    decoder_dense = output_layer(config)
 
     # === Functional Model ===
     source_ids = keras.Input(shape=(None,), dtype="int64", name=SOURCE_INPUT)
@@ -106,11 +104,74 @@ def build_transformer_model(config: Seq2SeqConfig) -> keras.Model:
     outputs = decoder_positions(decoder_embedding(decoder_input_ids))  # (batch, target_len, width)
     for block in decoder_blocks:
         outputs = block(outputs, memory, source_mask)
-    probabilities = decoder_dense(decoder_norm(outputs))  # (batch, target_len, target_vocab)
+    outputs = decoder_norm(outputs)
+    if config.transformer_tie_embeddings:  # the embedding matrix, transposed, makes the logits
+        outputs = decoder_embedding(outputs, reverse=True)
+    probabilities = decoder_dense(outputs)  # (batch, target_len, target_vocab)
 
     model = Seq2SeqModel([source_ids, decoder_input_ids], probabilities, name="seq2seq_transformer")
     compile_model(model, config)
     return model
+
+
+def target_embedding(config: Seq2SeqConfig) -> keras.layers.Embedding:
+    """The decoder's embedding: Keras' `ReversibleEmbedding` when it is tied to the output
+    layer (`transformer_tie_embeddings`), else a plain `Embedding`.
+
+    A tied matrix starts from N(0, 1/width), as in the paper's shared matrices: scaled by
+    √width (`PositionalEncoding`), the embeddings then have unit variance, and a normalised
+    output vector times the matrix gives logits of unit variance too.
+    """
+    vocab, width = config.target_vocab_size, config.transformer_width
+    if not config.transformer_tie_embeddings:
+        return keras.layers.Embedding(vocab, width, name=DECODER_EMBEDDING)
+    initializer = keras.initializers.RandomNormal(stddev=width**-0.5)
+    return keras.layers.ReversibleEmbedding(
+        vocab, width, embeddings_initializer=initializer, name=DECODER_EMBEDDING
+    )
+
+
+def output_layer(config: Seq2SeqConfig) -> keras.layers.Layer:
+    """The layer named `decoder_dense`: a `SoftmaxDense`, or with tied embeddings a
+    `TiedSoftmax` that adds its bias to the embedding's logits."""
+    if config.transformer_tie_embeddings:
+        return TiedSoftmax(config.target_vocab_size, name=DECODER_DENSE)
+    return SoftmaxDense(
+        config.target_vocab_size, projection_dim=config.output_projection_dim, name=DECODER_DENSE
+    )
+
+
+@keras.saving.register_keras_serializable(package="seq2seq_keras")
+class TiedSoftmax(keras.layers.Layer):
+    """The output layer of a decoder whose embedding makes the logits: a bias, then the softmax.
+
+    The matmul belongs to the tied `ReversibleEmbedding` (`call(..., reverse=True)`); this
+    layer adds the per-token bias a `Dense` would have and takes the softmax, both in float32
+    whatever the model's precision (the layer's own dtype), as `SoftmaxDense` does.
+    """
+
+    def __init__(self, units: int, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, logits_shape):
+        self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+
+    def call(self, logits):
+        return ops.softmax(self.with_bias(logits), axis=-1)
+
+    def with_bias(self, logits):
+        """`(..., vocab)` float32 logits: the embedding's products plus the bias."""
+        return ops.cast(logits, "float32") + self.bias
+
+    def compute_output_spec(self, logits):
+        return keras.KerasTensor(logits.shape, dtype="float32")
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("dtype", None)  # always float32 (`__init__`)
+        return {**config, "units": self.units}
 
 
 # === Positions ===
@@ -410,7 +471,7 @@ class TransformerLayers(NamedTuple):
     decoder_positions: PositionalEncoding
     decoder_blocks: list
     decoder_norm: keras.layers.Layer
-    decoder_dense: SoftmaxDense
+    decoder_dense: SoftmaxDense | TiedSoftmax
 
     @classmethod
     def find(cls, training_model: keras.Model) -> "TransformerLayers":
@@ -428,6 +489,13 @@ class TransformerLayers(NamedTuple):
             get(ENCODER_NORM), get(DECODER_EMBEDDING), get(DECODER_POSITIONS),
             [get(n) for n in decoder_names], get(DECODER_NORM), get(DECODER_DENSE),
         )
+
+    def logits(self, outputs):
+        """`(..., vocab)` next-token logits of the decoder's normalised `outputs`: through the
+        output layer, or through the tied embedding matrix and the output layer's bias."""
+        if isinstance(self.decoder_dense, TiedSoftmax):
+            return self.decoder_dense.with_bias(self.decoder_embedding(outputs, reverse=True))
+        return self.decoder_dense.logits(outputs)
 
     @property
     def cache_shape(self) -> tuple[int, int]:

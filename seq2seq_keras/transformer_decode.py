@@ -89,7 +89,7 @@ def decoder_logits(layers: TransformerLayers, token_ids, state: State, grow: boo
     for block, cache, cross_cache in zip(layers.decoder_blocks, caches, cross_caches):
         x, cache, weights = block.step(x, positions, cache, cross_cache, source_mask, grow)
         new_caches += cache
-    logits = layers.decoder_dense.logits(layers.decoder_norm(x))
+    logits = layers.logits(layers.decoder_norm(x))
     cross = [tensor for pair in cross_caches for tensor in pair]
     new_state = (positions + 1, *new_caches, *cross, source_mask)
     return ops.cast(logits, "float32"), new_state, ops.mean(weights, axis=1)
@@ -107,7 +107,7 @@ def whole_model_logits(layers: TransformerLayers, token_ids, state: State):
     prefix = with_token(prefix, token_ids)
     memory, source_mask = encoder_memory(layers, source_ids)
     outputs = prefix_outputs(layers, prefix, memory, source_mask)
-    logits = layers.decoder_dense.logits(layers.decoder_norm(outputs))[:, -1]
+    logits = layers.logits(layers.decoder_norm(outputs))[:, -1]
     return ops.cast(logits, "float32"), (source_ids, prefix, memory, source_mask)
 
 
@@ -118,7 +118,7 @@ def uncached_decoder_logits(layers: TransformerLayers, token_ids, state: State):
     source_ids, prefix, memory, source_mask = state
     prefix = with_token(prefix, token_ids)
     outputs = prefix_outputs(layers, prefix, memory, source_mask)
-    logits = layers.decoder_dense.logits(layers.decoder_norm(outputs[:, -1]))
+    logits = layers.logits(layers.decoder_norm(outputs[:, -1]))
     return ops.cast(logits, "float32"), (source_ids, prefix, memory, source_mask)
 
 

@@ -71,8 +71,39 @@ def tiny(tiny_transformer):
 
 
 @pytest.fixture(scope="module")
-def trained(tiny) -> TrainedModel:
+def tied_transformer(tiny_config):
+    """The tiny Transformer with its decoder embedding tied to the output layer, trained the
+    same steps, and its losses."""
+    config = dataclasses.replace(
+        tiny_config, **TINY_TRANSFORMER, transformer_tie_embeddings=True, output_projection_dim=0
+    )
+    tiny = build_tiny(config, TINY_PAIRS, epochs=0)
+    dataset = pipeline.make_dataset(tiny.tokens, config, shuffle=True).cache()
+    history = tiny.model.fit(dataset, epochs=TRAINING_STEPS, verbose=0).history
+    return tiny, history["loss"]
+
+
+@pytest.fixture(scope="module", params=["untied", "tied"])
+def any_tiny(request):
+    """The tiny Transformer, then its tied-embedding twin: the tests that take this fixture
+    hold for both output layers."""
+    if request.param == "tied":
+        return request.getfixturevalue("tied_transformer")[0]
+    return request.getfixturevalue("tiny")
+
+
+def trained_model(tiny) -> TrainedModel:
     return TrainedModel(tiny.config, tiny.model, tiny.source_vocabulary, tiny.target_vocabulary)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny) -> TrainedModel:
+    return trained_model(tiny)
+
+
+@pytest.fixture(scope="module")
+def any_trained(any_tiny) -> TrainedModel:
+    return trained_model(any_tiny)
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +173,37 @@ def test_the_transformer_has_its_named_layers_and_trains(tiny_transformer):
     assert losses[-1] < losses[0] - 1.0, f"loss {losses[0]:.2f} → {losses[-1]:.2f}"
 
 
+def test_a_tied_decoder_embedding_is_the_output_layers_matrix(tied_transformer):
+    tied, losses = tied_transformer
+    embedding = tied.model.get_layer("decoder_embedding")
+    assert isinstance(embedding, keras.layers.ReversibleEmbedding) and embedding.tie_weights
+    assert [weight.name for weight in tied.model.get_layer("decoder_dense").weights] == ["bias"]
+    vocab, width = embedding.embeddings.shape
+    untied = transformer.build_transformer_model(
+        dataclasses.replace(tied.config, transformer_tie_embeddings=False))
+    assert untied.count_params() - tied.model.count_params() == vocab * width
+    # The model's probabilities are the softmax of the outputs times the transposed matrix.
+    source_ids = padded(tied.tokens.source_ids)
+    decoder_input = padded(tied.tokens.target_ids)[:, :-1]
+    outputs = keras.Model(tied.model.inputs, tied.model.get_layer("decoder_norm").output)(
+        [source_ids, decoder_input]).numpy()
+    bias = tied.model.get_layer("decoder_dense").bias.numpy()
+    expected = tf.nn.softmax(outputs @ embedding.embeddings.numpy().T + bias).numpy()
+    np.testing.assert_allclose(tied.model([source_ids, decoder_input]).numpy(), expected,
+                               atol=LOGIT_TOLERANCE)
+    assert losses[-1] < losses[0] - 1.0, f"loss {losses[0]:.2f} → {losses[-1]:.2f}"
+
+
+def test_tied_embeddings_need_no_output_projection():
+    with pytest.raises(ValueError, match="output_projection_dim=0"):
+        Seq2SeqConfig(architecture="transformer", transformer_tie_embeddings=True,
+                      output_projection_dim=64)
+    args = build_parser().parse_args(["train", "--architecture", "transformer",
+                                      "--transformer-tie-embeddings"])
+    assert config_from_args(args).transformer_tie_embeddings
+    assert not Seq2SeqConfig.from_json('{"architecture": "transformer"}').transformer_tie_embeddings
+
+
 def test_positions_are_the_papers_sinusoids():
     vectors = transformer.position_vectors(tf.constant([0.0, 1.0, 7.0]), 8).numpy()
     frequencies = 10_000.0 ** -(np.arange(4) / 3)
@@ -174,12 +236,12 @@ def test_padding_the_source_changes_nothing(tiny, source_ids):
 
 
 @pytest.mark.parametrize("grow", [False, True], ids=["preallocated", "growing"])
-def test_the_cached_step_gives_the_teacher_forced_logits_at_every_position(tiny, grow):
-    source_ids = padded(tiny.tokens.source_ids)
-    target_ids = padded(tiny.tokens.target_ids)
+def test_the_cached_step_gives_the_teacher_forced_logits_at_every_position(any_tiny, grow):
+    source_ids = padded(any_tiny.tokens.source_ids)
+    target_ids = padded(any_tiny.tokens.target_ids)
     decoder_input = target_ids[:, :-1]
-    expected = np.log(tiny.model([source_ids, decoder_input]).numpy())
-    layers = transformer.TransformerLayers.find(tiny.model)
+    expected = np.log(any_tiny.model([source_ids, decoder_input]).numpy())
+    layers = transformer.TransformerLayers.find(any_tiny.model)
     slots = 0 if grow else decoder_input.shape[1]
     state = transformer_decode.encode(layers, tf.constant(source_ids), slots)
     for position in range(decoder_input.shape[1]):
@@ -221,13 +283,13 @@ def test_the_uncached_steps_give_the_same_logits(tiny, uncached_step):
         np.testing.assert_allclose(actual, expected, rtol=LOGIT_TOLERANCE, atol=LOGIT_TOLERANCE)
 
 
-def test_inference_models_reproduce_teacher_forced_probabilities(tiny):
-    source_ids = padded(tiny.tokens.source_ids)
-    target_ids = padded(tiny.tokens.target_ids)
+def test_inference_models_reproduce_teacher_forced_probabilities(any_tiny):
+    source_ids = padded(any_tiny.tokens.source_ids)
+    target_ids = padded(any_tiny.tokens.target_ids)
     decoder_input_ids, next_ids = target_ids[:, :-1], target_ids[:, 1:]
-    expected = tiny.model([source_ids, decoder_input_ids]).numpy()
+    expected = any_tiny.model([source_ids, decoder_input_ids]).numpy()
 
-    models = build_inference_models(tiny.model, tiny.config.max_decode_length)
+    models = build_inference_models(any_tiny.model, any_tiny.config.max_decode_length)
     assert [layer.name for layer in models.decoder_step.inputs][:2] == ["token_ids", "positions"]
     state = as_list(models.encoder(tf.constant(source_ids)))
     for step in range(decoder_input_ids.shape[1]):
@@ -239,15 +301,15 @@ def test_inference_models_reproduce_teacher_forced_probabilities(tiny):
         assert difference.max() <= LOGIT_TOLERANCE, f"step {step}: {difference.max()}"
 
 
-def test_graph_greedy_equals_the_stepwise_decoder(tiny, source_ids):
-    max_length = tiny.config.max_decode_length
-    expected = greedy_decode_stepwise(build_inference_models(tiny.model, max_length),
+def test_graph_greedy_equals_the_stepwise_decoder(any_tiny, source_ids):
+    max_length = any_tiny.config.max_decode_length
+    expected = greedy_decode_stepwise(build_inference_models(any_tiny.model, max_length),
                                       source_ids, max_length)
-    result = GraphDecoder(tiny.model, max_length).greedy(tf.constant(source_ids))
+    result = GraphDecoder(any_tiny.model, max_length).greedy(tf.constant(source_ids))
     np.testing.assert_array_equal(result.token_ids.numpy(), expected)
     assert len(np.unique(expected, axis=0)) > 3  # the sentences do not all decode alike
     np.testing.assert_allclose(result.log_probs.numpy(),
-                               teacher_forced_log_probs(tiny, source_ids, expected),
+                               teacher_forced_log_probs(any_tiny, source_ids, expected),
                                rtol=1e-4, atol=1e-4)
 
 
@@ -295,10 +357,10 @@ def test_cross_attention_weights_sum_to_one_over_the_source_and_are_zero_on_padd
 # --- Saved, reloaded, translated and exported --------------------------------------------------
 
 
-def test_a_saved_transformer_reloads_in_a_fresh_process_and_translates_the_same(trained, tmp_path):
-    save_model_directory(tmp_path / "model", trained)
+def test_a_saved_transformer_reloads_in_a_fresh_process_and_translates_the_same(any_trained, tmp_path):
+    save_model_directory(tmp_path / "model", any_trained)
     sources = [source for source, _ in TINY_PAIRS]
-    expected = Translator.from_trained(trained).translate(sources, beam_width=1)
+    expected = Translator.from_trained(any_trained).translate(sources, beam_width=1)
     completed = subprocess.run(
         [sys.executable, "-m", "seq2seq_keras", "translate", "--model-dir", str(tmp_path / "model"),
          "--beam", "1", *sources],
@@ -340,10 +402,10 @@ def test_an_export_translates_like_the_translator_and_returns_cross_attention(tr
     np.testing.assert_allclose(weights.sum(-1)[produced & has_source[:, None]], 1.0, rtol=1e-5)
 
 
-def test_python_savedmodel_and_litert_give_the_same_strings_on_hostile_input(trained, tmp_path):
-    translator = Translator.from_trained(trained)
-    reloaded = tf.saved_model.load(str(export.export_saved_model(trained, "hostile", tmp_path)))
-    lite = LiteTranslator(export_litert(trained, "hostile", tmp_path))
+def test_python_savedmodel_and_litert_give_the_same_strings_on_hostile_input(any_trained, tmp_path):
+    translator = Translator.from_trained(any_trained)
+    reloaded = tf.saved_model.load(str(export.export_saved_model(any_trained, "hostile", tmp_path)))
+    lite = LiteTranslator(export_litert(any_trained, "hostile", tmp_path))
     batch = tf.constant(as_utf8_list(HOSTILE))
     for beam_width in (1, 3):
         expected = translator.translate(HOSTILE, beam_width=beam_width)
@@ -355,7 +417,7 @@ def test_python_savedmodel_and_litert_give_the_same_strings_on_hostile_input(tra
     assert len(set(translator.translate(sources))) > 3
 
 
-def test_the_litert_flatbuffer_has_builtin_ops_only(trained, tmp_path):
-    ops = model_ops(export_litert(trained, "ops", tmp_path) / MODEL_FILENAME)
+def test_the_litert_flatbuffer_has_builtin_ops_only(any_trained, tmp_path):
+    ops = model_ops(export_litert(any_trained, "ops", tmp_path) / MODEL_FILENAME)
     assert "FULLY_CONNECTED" in ops or "BATCH_MATMUL" in ops
     assert not [op for op in ops if op.startswith("Flex") or op == "CUSTOM"], ops
