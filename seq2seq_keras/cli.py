@@ -21,7 +21,7 @@ from seq2seq_keras.cli_flags import (  # noqa: F401  (build_parser: also this mo
     build_parser,
     config_from_args,
 )
-from seq2seq_keras.config import DEFAULT_BEAM_WIDTH
+from seq2seq_keras.config import DEFAULT_BEAM_WIDTH, DEFAULT_LENGTH_ALPHA
 
 # TensorFlow's C++ log level without --verbose: 3 keeps its start-up chatter (CUDA stubs on a
 # machine without a GPU, oneDNN notices) out of the terminal. Set before TensorFlow is imported.
@@ -73,16 +73,17 @@ def report_test_scores(
     print(format_length_table(buckets))
 
 
-def load_translator(model_dir: str, decode_precision: str | None = None):
+def load_translator(model_dir: str, decode_precision: str | None = None,
+                    length_alpha: float = DEFAULT_LENGTH_ALPHA):
     from seq2seq_keras.model_dir import load_trained_model
     from seq2seq_keras.translator import Translator
 
     trained = load_trained_model(model_dir).with_decode_precision(decode_precision)
-    return Translator.from_trained(trained)
+    return Translator.from_trained(trained, length_alpha)
 
 
 def run_translate(args: argparse.Namespace) -> None:
-    translator = load_translator(args.model_dir, args.decode_precision)
+    translator = load_translator(args.model_dir, args.decode_precision, args.length_alpha)
     # Standard input is read as bytes: the translator repairs invalid UTF-8 like the export.
     sentences = args.sentences or [line.rstrip(b"\r\n") for line in sys.stdin.buffer]
     temperature = args.temperature if args.sample else None
@@ -97,7 +98,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
     from seq2seq_keras import data as data_lib
     from seq2seq_keras.compare import held_out_references, long_sources
 
-    translator = load_translator(args.model_dir, args.decode_precision)
+    translator = load_translator(args.model_dir, args.decode_precision, args.length_alpha)
     references = held_out_references(translator.config, data_lib.resolve_data_file(args.data))
     sources = ""
     if args.min_words > 1:

@@ -18,6 +18,7 @@ from seq2seq_keras.config import (
     DEFAULT_BEAM_WIDTH,
     DEFAULT_DECAY_SHARES,
     DEFAULT_EXPORT_ROOT,
+    DEFAULT_LENGTH_ALPHA,
     DECODE_PRECISIONS,
     DEFAULT_VOCAB_SIZES,
     LEARNING_RATE_SCHEDULES,
@@ -68,6 +69,26 @@ def beam_width(text: str) -> int:
         return check_beam_width(int(text))
     except ValueError as error:
         raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+
+
+def length_alpha(text: str) -> float:
+    """argparse type of `--length-alpha`: a finite exponent >= 0 (0 ranks by log P alone)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0")
+    return value
+
+
+def add_length_alpha(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--length-alpha", type=length_alpha, default=DEFAULT_LENGTH_ALPHA, metavar="A",
+        help="beam search ranks finished translations by log P / ((5 + length) / 6)^A "
+        "(GNMT's length normalization); 0 ranks by log P alone, larger favours longer "
+        f"translations (default: {DEFAULT_LENGTH_ALPHA})",
+    )
 
 
 def positive_int(text: str) -> int:
@@ -230,6 +251,7 @@ def add_translate(commands) -> None:
                            help="with --sample: the same seed gives the same translations "
                            "(default: 0)")
     add_decode_precision(translate)
+    add_length_alpha(translate)
     translate.add_argument("sentences", nargs="*", help="sentences to translate")
 
 
@@ -251,6 +273,7 @@ def add_evaluate(commands) -> None:
                           help="score only the test sources of at least N words, where the "
                           "bottleneck shows (default: 1, every source)")
     add_decode_precision(evaluate)
+    add_length_alpha(evaluate)
 
 
 def add_export(commands) -> None:

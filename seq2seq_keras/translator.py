@@ -216,14 +216,17 @@ class Translator:
         training_model: keras.Model,
         source_vocabulary: list[str],
         target_vocabulary: list[str],
+        length_alpha: float = DEFAULT_LENGTH_ALPHA,
     ):
-        self.module = TranslatorModule(config, training_model, source_vocabulary, target_vocabulary)
+        self.module = TranslatorModule(config, training_model, source_vocabulary,
+                                       target_vocabulary, length_alpha=length_alpha)
 
     @classmethod
-    def from_trained(cls, trained) -> "Translator":
-        """The translator of a `model_dir.TrainedModel` (a loaded or just-trained model)."""
+    def from_trained(cls, trained, length_alpha: float = DEFAULT_LENGTH_ALPHA) -> "Translator":
+        """The translator of a `model_dir.TrainedModel` (a loaded or just-trained model);
+        `length_alpha` is its beam search's length-normalization exponent."""
         return cls(trained.config, trained.training_model, trained.source_vocabulary,
-                   trained.target_vocabulary)
+                   trained.target_vocabulary, length_alpha)
 
     @property
     def config(self) -> Seq2SeqConfig:

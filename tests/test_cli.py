@@ -6,6 +6,7 @@ import pytest
 
 from conftest import PROJECT_ROOT
 from seq2seq_keras import cli
+from seq2seq_keras.config import DEFAULT_LENGTH_ALPHA
 
 
 def run_cli(*args, stdin: str = "", env_extra=None):
@@ -91,9 +92,29 @@ class RecordingTranslator:
 ])
 def test_translate_searches_with_beam_4_unless_told_otherwise(monkeypatch, capsys, flags, search):
     translator = RecordingTranslator()
-    monkeypatch.setattr(cli, "load_translator", lambda model_dir, precision=None: translator)
+    monkeypatch.setattr(cli, "load_translator", lambda model_dir, precision=None, alpha=0.6: translator)
     assert cli.main(["translate", *flags, "Thank you."]) == 0
     assert translator.calls == [search] and capsys.readouterr().out == "x\n"
+
+
+@pytest.mark.parametrize("command", ["translate", "evaluate"])
+def test_the_length_alpha_reaches_the_translator(monkeypatch, command):
+    loaded = []
+    def load_translator(model_dir, precision=None, alpha=DEFAULT_LENGTH_ALPHA):
+        loaded.append(alpha)
+        raise SystemExit(0)  # the flag arrived; nothing to translate here
+    monkeypatch.setattr(cli, "load_translator", load_translator)
+    for flags, expected in [((), DEFAULT_LENGTH_ALPHA), (("--length-alpha", "1.5"), 1.5)]:
+        with pytest.raises(SystemExit):
+            cli.main([command, *flags, "Thank you."] if command == "translate" else [command, *flags])
+        assert loaded[-1] == expected
+
+
+@pytest.mark.parametrize("value", ["-0.5", "inf", "nan", "x"])
+def test_a_length_alpha_below_zero_or_not_a_number_is_refused(value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["translate", "--length-alpha", value, "Thank you."])
+    assert exit_info.value.code == 2 and "not a number >= 0" in capsys.readouterr().err
 
 
 def test_sampling_with_a_beam_is_refused(capsys):

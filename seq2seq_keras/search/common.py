@@ -11,16 +11,13 @@ from typing import Any, Callable, NamedTuple
 
 import tensorflow as tf
 
+from seq2seq_keras.config import DEFAULT_LENGTH_ALPHA  # noqa: F401  (this package's API too)
 from seq2seq_keras.text import PAD_ID
 
 # The step contract shared by all searches (the package docstring, `seq2seq_keras.search`).
 State = Any  # a nest of (batch, ...) tensors, e.g. the LSTM's (h, c)
 StepFn = Callable[[tf.Tensor, State], "tuple[tf.Tensor, State]"]
 
-# GNMT's length-normalization exponent (Wu et al. 2016, also flax's wmt default): beam search
-# ranks finished hypotheses by log P / ((5 + length) / 6) ** alpha, so that longer translations
-# are not penalized merely for having more (negative) log-probability terms.
-DEFAULT_LENGTH_ALPHA = 0.6
 NEG_INF = float("-inf")
 # Columns per block where beam search reads a row of logits by blocks (`top_k_by_blocks`):
 # a row of 8,000 logits is 63 blocks.
