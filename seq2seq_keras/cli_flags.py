@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 
@@ -76,8 +77,8 @@ def length_alpha(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        value = float("nan")
-    if not 0.0 <= value < float("inf"):
+        value = -1.0  # not a number: refused below like a negative one
+    if not (math.isfinite(value) and value >= 0.0):
         raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0")
     return value
 

@@ -92,7 +92,8 @@ class RecordingTranslator:
 ])
 def test_translate_searches_with_beam_4_unless_told_otherwise(monkeypatch, capsys, flags, search):
     translator = RecordingTranslator()
-    monkeypatch.setattr(cli, "load_translator", lambda model_dir, precision=None, alpha=0.6: translator)
+    monkeypatch.setattr(cli, "load_translator",
+                        lambda model_dir, precision=None, alpha=DEFAULT_LENGTH_ALPHA: translator)
     assert cli.main(["translate", *flags, "Thank you."]) == 0
     assert translator.calls == [search] and capsys.readouterr().out == "x\n"
 
@@ -106,7 +107,8 @@ def test_the_length_alpha_reaches_the_translator(monkeypatch, command):
     monkeypatch.setattr(cli, "load_translator", load_translator)
     for flags, expected in [((), DEFAULT_LENGTH_ALPHA), (("--length-alpha", "1.5"), 1.5)]:
         with pytest.raises(SystemExit):
-            cli.main([command, *flags, "Thank you."] if command == "translate" else [command, *flags])
+            sentences = ["Thank you."] if command == "translate" else []
+            cli.main([command, *flags, *sentences])
         assert loaded[-1] == expected
 
 
