@@ -123,12 +123,13 @@ def run_export(args: argparse.Namespace) -> None:
         from seq2seq_keras.lite.export import export_litert
         from seq2seq_keras.lite.runtime_files import MODEL_FILENAME
 
-        version_dir = export_litert(trained, args.name, args.export_dir, args.quantize)
+        version_dir = export_litert(trained, args.name, args.export_dir, args.quantize,
+                                    args.length_alpha)
         megabytes = (version_dir / MODEL_FILENAME).stat().st_size / 1e6
         print(f"exported to {version_dir} (LiteRT, {MODEL_FILENAME} {megabytes:.1f} MB, "
               f"weights {'int8' if args.quantize == 'int8' else 'float32'})")
         return
-    version_dir = export_saved_model(trained, args.name, args.export_dir)
+    version_dir = export_saved_model(trained, args.name, args.export_dir, args.length_alpha)
     names = signature_names(trained.config.has_attention)
     print(f"exported to {version_dir} (signatures: {', '.join(names)})")
 

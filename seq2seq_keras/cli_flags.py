@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_train(commands) -> None:
-    """Add the `train` command: every `Seq2SeqConfig` switch, defaults from the config."""
+    """Add the `train` command: every `Seq2SeqConfig` switch, defaults from the config, in
+    groups as `--help` lists them."""
     train = commands.add_parser(
         "train",
         help="train a model, then print test BLEU and sample translations",
@@ -143,79 +144,11 @@ def add_train(commands) -> None:
                        help="use only the first N pairs of the file, before the split (0: all)")
     train.add_argument("--epochs", type=int, default=defaults.epochs,
                        help=f"maximum epochs (default: {defaults.epochs})")
-    train.add_argument("--tokenizer", default=defaults.tokenizer, choices=TOKENIZERS,
-                       help="word: lowercased words, rare ones become [UNK]; wordpiece: "
-                       "case-kept subword pieces learned from the training split, so rare "
-                       f"words and names are spelled from pieces (default: {defaults.tokenizer})")
-    source_sizes, target_sizes = (
-        ", ".join(f"{sizes[side]} for {name}" for name, sizes in DEFAULT_VOCAB_SIZES.items())
-        for side in (0, 1)
-    )
-    train.add_argument("--source-vocab-size", type=int, default=None,
-                       help="most source tokens, padding and [UNK] included; WordPiece learns "
-                       f"at most this many pieces (default: {source_sizes})")
-    train.add_argument("--target-vocab-size", type=int, default=None,
-                       help="most target tokens, padding, [UNK], [START] and [END] included "
-                       f"(default: {target_sizes})")
-    train.add_argument("--units", type=int, default=defaults.units,
-                       help=f"LSTM state size, the context vector's size (default: {defaults.units})")
-    train.add_argument("--embedding-dim", type=int, default=defaults.embedding_dim,
-                       help=f"token embedding size (default: {defaults.embedding_dim})")
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size,
-                       help=f"sentence pairs per batch (default: {defaults.batch_size})")
-    train.add_argument("--learning-rate", type=float, default=None,
-                       help="Adam learning rate (default: 2e-3, or 1e-3 for the Transformer)")
-    train.add_argument("--learning-rate-schedule", default=defaults.learning_rate_schedule,
-                       choices=LEARNING_RATE_SCHEDULES,
-                       help="constant, or cosine: warm up over --warmup-steps, then decay to "
-                       f"{defaults.final_learning_rate_fraction:g} x the rate by the end of the "
-                       f"epochs or of --max-minutes (default: {defaults.learning_rate_schedule})")
-    train.add_argument("--decay-share", type=float, default=None,
-                       help="with --learning-rate-schedule cosine: the share of the run, at its "
-                       "end, over which the rate decays; before it the rate holds at its peak "
-                       "(warmup-stable-decay) (default: "
-                       f"{DEFAULT_DECAY_SHARES['rnn']:g}, or "
-                       f"{DEFAULT_DECAY_SHARES['transformer']:g}, the whole run, for "
-                       "the Transformer)")
-    train.add_argument("--decay-on-plateau", action=argparse.BooleanOptionalAction,
-                       default=defaults.decay_on_plateau,
-                       help="begin the decay (of the same length) at the first epoch at the "
-                       "peak rate whose validation loss does not improve, if that comes before "
-                       "the last --decay-share of the run (default: on)")
-    train.add_argument("--warmup-steps", type=int, default=None,
-                       help="with --learning-rate-schedule cosine (default: 200, or 800 for the "
-                       "Transformer)")
-    train.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing,
-                       help="label smoothing of the training loss; the validation loss stays the "
-                       f"plain cross-entropy (default: {defaults.label_smoothing:g})")
-    train.add_argument("--output-projection-dim", type=int, default=None,
-                       help="project the decoder's outputs to this size before the softmax layer "
-                       "(a factorized output layer, fewer multiply-adds; 0: none) "
-                       "(default: half of --units)")
     train.add_argument("--max-minutes", type=float, default=defaults.max_train_seconds / 60,
                        help="stop training after this many minutes (0: no limit)")
     train.add_argument("--restart", action="store_true",
                        help="start over: discard the checkpoint an interrupted run of the same "
                        "--model-dir left (by default the run resumes from it)")
-    train.add_argument("--reverse-source", action=argparse.BooleanOptionalAction, default=None,
-                       help="the encoder reads the source backwards, as Sutskever et al. (2014) "
-                       "(default: on for the one-layer unidirectional encoder without "
-                       "attention, the only one it works for; --no-reverse-source reads forwards)")
-    train.add_argument("--cell", default=defaults.cell, choices=CELLS,
-                       help=f"recurrent cell of encoder and decoder (default: {defaults.cell})")
-    train.add_argument("--bidirectional", action="store_true",
-                       help="bidirectional encoder, units/2 per direction; [forward; backward] "
-                       "final states start the decoder")
-    train.add_argument("--num-layers", type=int, default=defaults.num_layers,
-                       help="stacked RNN layers on each side; encoder layer i's final states "
-                       f"start decoder layer i (default: {defaults.num_layers})")
-    train.add_argument("--dropout", type=float, default=defaults.dropout,
-                       help=f"dropout on every RNN layer's inputs (default: {defaults.dropout})")
-    train.add_argument("--attention", default=defaults.attention,
-                       choices=ATTENTIONS,
-                       help="attention over the source at every decoder step "
-                       f"(default: {defaults.attention}; docs/variants.md)")
-    add_transformer_flags(train, defaults)
     train.add_argument("--reverse", action="store_true",
                        help="translate the second column into the first (Spanish→English)")
     train.add_argument("--logdir", help="write TensorBoard logs here")
@@ -228,6 +161,94 @@ def add_train(commands) -> None:
                        "or the workers named in $TF_CONFIG (multiworker)")
     train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
                        help="Keras progress: 1 bar (default), 2 one line per epoch, 0 silent")
+    train.add_argument("--architecture", default=defaults.architecture, choices=ARCHITECTURES,
+                       help="the recurrent encoder–decoder (rnn) or the Transformer, each shaped "
+                       f"by its group of flags below (default: {defaults.architecture})")
+    add_vocabulary_flags(train.add_argument_group("tokens"), defaults)
+    add_recipe_flags(train.add_argument_group("training recipe"), defaults)
+    add_rnn_flags(train.add_argument_group("recurrent encoder–decoder (--architecture rnn)"),
+                  defaults)
+    add_transformer_flags(train.add_argument_group("Transformer (--architecture transformer)"),
+                          defaults)
+
+
+def add_vocabulary_flags(group, defaults: Seq2SeqConfig) -> None:
+    """The tokenizer and the vocabulary sizes."""
+    group.add_argument("--tokenizer", default=defaults.tokenizer, choices=TOKENIZERS,
+                       help="word: lowercased words, rare ones become [UNK]; wordpiece: "
+                       "case-kept subword pieces learned from the training split, so rare "
+                       f"words and names are spelled from pieces (default: {defaults.tokenizer})")
+    source_sizes, target_sizes = (
+        ", ".join(f"{sizes[side]} for {name}" for name, sizes in DEFAULT_VOCAB_SIZES.items())
+        for side in (0, 1)
+    )
+    group.add_argument("--source-vocab-size", type=int, default=None,
+                       help="most source tokens, padding and [UNK] included; WordPiece learns "
+                       f"at most this many pieces (default: {source_sizes})")
+    group.add_argument("--target-vocab-size", type=int, default=None,
+                       help="most target tokens, padding, [UNK], [START] and [END] included "
+                       f"(default: {target_sizes})")
+
+
+def add_recipe_flags(group, defaults: Seq2SeqConfig) -> None:
+    """The optimizer's batch, learning rate and schedule, and the loss's label smoothing."""
+    group.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                       help=f"sentence pairs per batch (default: {defaults.batch_size})")
+    group.add_argument("--learning-rate", type=float, default=None,
+                       help="Adam learning rate (default: 2e-3, or 1e-3 for the Transformer)")
+    group.add_argument("--learning-rate-schedule", default=defaults.learning_rate_schedule,
+                       choices=LEARNING_RATE_SCHEDULES,
+                       help="constant, or cosine: warm up over --warmup-steps, then decay to "
+                       f"{defaults.final_learning_rate_fraction:g} x the rate by the end of the "
+                       f"epochs or of --max-minutes (default: {defaults.learning_rate_schedule})")
+    group.add_argument("--decay-share", type=float, default=None,
+                       help="with --learning-rate-schedule cosine: the share of the run, at its "
+                       "end, over which the rate decays; before it the rate holds at its peak "
+                       "(warmup-stable-decay) (default: "
+                       f"{DEFAULT_DECAY_SHARES['rnn']:g}, or "
+                       f"{DEFAULT_DECAY_SHARES['transformer']:g}, the whole run, for "
+                       "the Transformer)")
+    group.add_argument("--decay-on-plateau", action=argparse.BooleanOptionalAction,
+                       default=defaults.decay_on_plateau,
+                       help="begin the decay (of the same length) at the first epoch at the "
+                       "peak rate whose validation loss does not improve, if that comes before "
+                       "the last --decay-share of the run (default: on)")
+    group.add_argument("--warmup-steps", type=int, default=None,
+                       help="with --learning-rate-schedule cosine (default: 200, or 800 for the "
+                       "Transformer)")
+    group.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing,
+                       help="label smoothing of the training loss; the validation loss stays the "
+                       f"plain cross-entropy (default: {defaults.label_smoothing:g})")
+
+
+def add_rnn_flags(group, defaults: Seq2SeqConfig) -> None:
+    """The RNN family's sizes, cell, depth, direction and attention (docs/variants.md)."""
+    group.add_argument("--units", type=int, default=defaults.units,
+                       help=f"LSTM state size, the context vector's size (default: {defaults.units})")
+    group.add_argument("--embedding-dim", type=int, default=defaults.embedding_dim,
+                       help=f"token embedding size (default: {defaults.embedding_dim})")
+    group.add_argument("--output-projection-dim", type=int, default=None,
+                       help="project the decoder's outputs to this size before the softmax layer "
+                       "(a factorized output layer, fewer multiply-adds; 0: none) "
+                       "(default: half of --units)")
+    group.add_argument("--reverse-source", action=argparse.BooleanOptionalAction, default=None,
+                       help="the encoder reads the source backwards, as Sutskever et al. (2014) "
+                       "(default: on for the one-layer unidirectional encoder without "
+                       "attention, the only one it works for; --no-reverse-source reads forwards)")
+    group.add_argument("--cell", default=defaults.cell, choices=CELLS,
+                       help=f"recurrent cell of encoder and decoder (default: {defaults.cell})")
+    group.add_argument("--bidirectional", action="store_true",
+                       help="bidirectional encoder, units/2 per direction; [forward; backward] "
+                       "final states start the decoder")
+    group.add_argument("--num-layers", type=int, default=defaults.num_layers,
+                       help="stacked RNN layers on each side; encoder layer i's final states "
+                       f"start decoder layer i (default: {defaults.num_layers})")
+    group.add_argument("--dropout", type=float, default=defaults.dropout,
+                       help=f"dropout on every RNN layer's inputs (default: {defaults.dropout})")
+    group.add_argument("--attention", default=defaults.attention,
+                       choices=ATTENTIONS,
+                       help="attention over the source at every decoder step "
+                       f"(default: {defaults.attention}; docs/variants.md)")
 
 
 def add_translate(commands) -> None:
@@ -302,6 +323,7 @@ def add_export(commands) -> None:
                         "(dynamic-range quantization, about a quarter of the size) "
                         "(default: none)")
     add_decode_precision(export)
+    add_length_alpha(export)
 
 
 def add_plot(commands) -> None:
@@ -326,11 +348,8 @@ def add_plot(commands) -> None:
                       "validation and test pooled, for more long sentences")
 
 
-def add_transformer_flags(train: argparse.ArgumentParser, defaults: Seq2SeqConfig) -> None:
-    """`--architecture` and the Transformer's sizes (docs/transformer.md)."""
-    train.add_argument("--architecture", default=defaults.architecture, choices=ARCHITECTURES,
-                       help="recurrent encoder–decoder (rnn, shaped by the flags above) or the "
-                       f"Transformer (default: {defaults.architecture})")
+def add_transformer_flags(group, defaults: Seq2SeqConfig) -> None:
+    """The Transformer's sizes and its output layer (docs/transformer.md)."""
     sizes = [
         ("layers", int, "encoder blocks, and decoder blocks unless --transformer-decoder-layers"),
         ("decoder-layers", int, "decoder blocks"),
@@ -342,9 +361,9 @@ def add_transformer_flags(train: argparse.ArgumentParser, defaults: Seq2SeqConfi
     for flag, kind, meaning in sizes:
         default = getattr(defaults, "transformer_" + flag.replace("-", "_"))
         shown = "as many as --transformer-layers" if default is None else default
-        train.add_argument(f"--transformer-{flag}", type=kind, default=default,
+        group.add_argument(f"--transformer-{flag}", type=kind, default=default,
                            help=f"Transformer: {meaning} (default: {shown})")
-    train.add_argument("--transformer-tie-embeddings", action=argparse.BooleanOptionalAction,
+    group.add_argument("--transformer-tie-embeddings", action=argparse.BooleanOptionalAction,
                        default=defaults.transformer_tie_embeddings,
                        help="Transformer: one matrix embeds the target tokens and, transposed, "
                        "makes the output logits (default: "

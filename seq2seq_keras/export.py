@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from seq2seq_keras.config import CONFIG_FILENAME, DEFAULT_EXPORT_ROOT
 from seq2seq_keras.model_dir import MODEL_FILENAME, TrainedModel
+from seq2seq_keras.search import DEFAULT_LENGTH_ALPHA
 from seq2seq_keras.storage import publish_directory, staging_directory
 from seq2seq_keras.translator import TranslatorModule, signatures
 
@@ -60,6 +61,7 @@ def export_saved_model(
     trained: TrainedModel,
     name: str,
     export_root: str | os.PathLike = DEFAULT_EXPORT_ROOT,
+    length_alpha: float = DEFAULT_LENGTH_ALPHA,
 ) -> Path:
     """Write the `TranslatorModule` of `trained` to `export_root/name/<next version>/`.
 
@@ -72,13 +74,16 @@ def export_saved_model(
       trained: a loaded model directory (`model_dir.load_trained_model`).
       name: the model's name, the directory TF Serving's `--model_base_path` points at.
       export_root: where model names live (default `saved_models/`).
+      length_alpha: the `beam_search` signature's length-normalization exponent, fixed in
+        the graph (a signature has no optional inputs); `translate --length-alpha` finds the
+        model's best on the validation split.
     Returns:
       The path of the new version directory.
     Raises:
       ExportError: a bad name, or `export_root/name` is a training model directory.
     """
     base = export_base(export_root, name)
-    module = TranslatorModule.from_trained(trained)
+    module = TranslatorModule.from_trained(trained, length_alpha)
     return write_version(
         base,
         lambda staging: tf.saved_model.save(module, str(staging), signatures=signatures(module)),

@@ -12,7 +12,7 @@ positions come one at a time. Re-running the model over the whole prefix at ever
 token. The step here keeps, per decoder block, the self-attention keys and values of the
 tokens already written, and the cross-attention keys and values of the source, computed once
 by `encode`: each step then projects one token and attends over what is cached
-(`transformer.DecoderBlock.step`). The self-attention cache either grows a position a step
+(`transformer_blocks.DecoderBlock.step`). The self-attention cache either grows a position a step
 (the graph decoder's searches) or is preallocated to the length cap (fixed shapes, for the
 LiteRT export and the Keras step model). The state is a flat tuple, so searches can keep and
 drop its rows like the LSTM's `(h, c)`:

@@ -113,10 +113,12 @@ class TranslatorModule(tf.Module):
             )
 
     @classmethod
-    def from_trained(cls, trained) -> "TranslatorModule":
+    def from_trained(
+        cls, trained, length_alpha: float = DEFAULT_LENGTH_ALPHA
+    ) -> "TranslatorModule":
         """The module of a `model_dir.TrainedModel` (a loaded or just-trained model)."""
         return cls(trained.config, trained.training_model, trained.source_vocabulary,
-                   trained.target_vocabulary)
+                   trained.target_vocabulary, length_alpha)
 
     def tokenize(self, sentences: tf.Tensor) -> tf.RaggedTensor:
         """`(batch, None)` source ids of a string tensor: UTF-8 repaired, then tokenized."""

@@ -112,6 +112,32 @@ def test_the_length_alpha_reaches_the_translator(monkeypatch, command):
         assert loaded[-1] == expected
 
 
+@pytest.mark.parametrize("export_format", ["savedmodel", "litert"])
+def test_the_length_alpha_reaches_the_export(monkeypatch, tmp_path, export_format):
+    from seq2seq_keras import export, model_dir
+    from seq2seq_keras.lite import export as lite_export
+    from seq2seq_keras.lite.runtime_files import MODEL_FILENAME
+
+    class Loaded:  # what run_export reads of a loaded model directory
+        config = type("Config", (), {"has_attention": False})()
+
+        def with_decode_precision(self, precision):
+            return self
+
+    exported = []
+    def record(trained, name, root, *rest):
+        exported.append(rest[-1])  # the length alpha, after --quantize for LiteRT
+        (tmp_path / MODEL_FILENAME).write_bytes(b"")  # the LiteRT report reads its size
+        return tmp_path
+    monkeypatch.setattr(model_dir, "load_trained_model", lambda path: Loaded())
+    monkeypatch.setattr(export, "export_saved_model", record)
+    monkeypatch.setattr(lite_export, "export_litert", record)
+    for flags, expected in [((), DEFAULT_LENGTH_ALPHA), (("--length-alpha", "1.5"), 1.5)]:
+        cli.main(["export", "--model-dir", "runs/any", "--name", "translator",
+                  "--format", export_format, *flags])
+        assert exported[-1] == expected
+
+
 @pytest.mark.parametrize("value", ["-0.5", "inf", "nan", "x"])
 def test_a_length_alpha_below_zero_or_not_a_number_is_refused(value, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -175,6 +175,19 @@ def test_the_module_translates_like_the_translator_greedy_and_beam(trained, tran
     assert beam_texts == translator.translate(sentences, beam_width=4)
 
 
+def test_the_beam_search_signature_keeps_the_length_alpha_it_was_exported_with(
+    trained, translator, sentences, tmp_path
+):
+    alpha = 3.0  # far from the default: longer translations rank higher
+    version_dir = export.export_saved_model(trained, "eng_spa", tmp_path, length_alpha=alpha)
+    served = tf.saved_model.load(str(version_dir)).signatures[BEAM_SIGNATURE](
+        sentences=tf.constant(sentences), beam_width=tf.constant(4)
+    )
+    texts = [text.decode("utf-8") for text in served["translations"].numpy()]
+    assert texts == Translator.from_trained(trained, alpha).translate(sentences, beam_width=4)
+    assert texts != translator.translate(sentences, beam_width=4)  # the default's ranking
+
+
 def test_a_fresh_process_with_only_tensorflow_and_text_translates_the_same(
     exported, loaded, translator, sentences, tmp_path
 ):

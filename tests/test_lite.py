@@ -26,6 +26,7 @@ from seq2seq_keras.cli import main as cli_main
 from seq2seq_keras.lite import LiteTranslator
 from seq2seq_keras.lite import search as lite_search
 from seq2seq_keras.lite.export import export_litert
+from seq2seq_keras.search import DEFAULT_LENGTH_ALPHA
 from seq2seq_keras.lite.runtime_files import (
     ENCODER_SIGNATURE,
     MODEL_FILENAME,
@@ -83,7 +84,7 @@ def test_the_export_writes_a_new_version_of_the_flatbuffer_vocabularies_and_runt
 ):
     trained = as_trained(overfit_model)
     first = export_litert(trained, "translator", tmp_path)
-    second = export_litert(trained, "translator", tmp_path)
+    second = export_litert(trained, "translator", tmp_path, length_alpha=1.5)
     assert first == tmp_path / "translator" / "litert" / "1"
     assert second == tmp_path / "translator" / "litert" / "2"
     assert sorted(path.name for path in first.iterdir()) == sorted(
@@ -96,6 +97,8 @@ def test_the_export_writes_a_new_version_of_the_flatbuffer_vocabularies_and_runt
         config.tokenizer, config.max_source_length, config.max_decode_length
     )
     assert spec["state_names"] == ["state_00", "state_01"]  # an LSTM's h and c
+    assert spec["length_alpha"] == DEFAULT_LENGTH_ALPHA
+    assert json.loads((second / RUNTIME_FILENAME).read_text())["length_alpha"] == 1.5
     vocabulary = (first / TARGET_VOCABULARY_FILENAME).read_text(encoding="utf-8")
     assert vocabulary.split("\n")[:-1] == trained.target_vocabulary
 

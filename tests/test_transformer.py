@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from seq2seq_keras import export, pipeline, transformer, transformer_decode
+from seq2seq_keras import export, pipeline, transformer, transformer_blocks, transformer_decode
 from seq2seq_keras import text as text_lib
 from seq2seq_keras.cli import build_parser, config_from_args
 from seq2seq_keras.config import Seq2SeqConfig
@@ -205,7 +205,7 @@ def test_tied_embeddings_need_no_output_projection():
 
 
 def test_positions_are_the_papers_sinusoids():
-    vectors = transformer.position_vectors(tf.constant([0.0, 1.0, 7.0]), 8).numpy()
+    vectors = transformer_blocks.position_vectors(tf.constant([0.0, 1.0, 7.0]), 8).numpy()
     frequencies = 10_000.0 ** -(np.arange(4) / 3)
     angles = np.array([0.0, 1.0, 7.0])[:, None] * frequencies
     np.testing.assert_allclose(vectors, np.concatenate([np.sin(angles), np.cos(angles)], 1),

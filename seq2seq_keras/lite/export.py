@@ -140,8 +140,11 @@ def convert(steps: LiteSteps, quantize: str) -> bytes:
         return converter.convert()
 
 
-def runtime_spec(trained: TrainedModel, steps: LiteSteps, quantize: str) -> RuntimeSpec:
-    """What the runtime reads from `runtime.json`: the config values translation depends on."""
+def runtime_spec(
+    trained: TrainedModel, steps: LiteSteps, quantize: str, length_alpha: float
+) -> RuntimeSpec:
+    """What the runtime reads from `runtime.json`: the config values translation depends on,
+    and the beam search's length-normalization exponent."""
     config = trained.config
     return RuntimeSpec(
         tokenizer=config.tokenizer,
@@ -149,19 +152,21 @@ def runtime_spec(trained: TrainedModel, steps: LiteSteps, quantize: str) -> Runt
         max_decode_length=config.max_decode_length,
         decode_length_factor=config.decode_length_factor,
         decode_length_offset=config.decode_length_offset,
-        length_alpha=DEFAULT_LENGTH_ALPHA,
+        length_alpha=length_alpha,
         state_names=list(steps.state_names),
         quantize=quantize,
     )
 
 
-def write_lite_files(directory: Path, trained: TrainedModel, quantize: str) -> None:
+def write_lite_files(
+    directory: Path, trained: TrainedModel, quantize: str, length_alpha: float
+) -> None:
     """Write the flatbuffer, the vocabularies and `runtime.json` into `directory`."""
     steps = LiteSteps(trained)
     (directory / MODEL_FILENAME).write_bytes(convert(steps, quantize))
     write_vocabulary(directory / SOURCE_VOCABULARY_FILENAME, trained.source_vocabulary)
     write_vocabulary(directory / TARGET_VOCABULARY_FILENAME, trained.target_vocabulary)
-    spec = dataclasses.asdict(runtime_spec(trained, steps, quantize))
+    spec = dataclasses.asdict(runtime_spec(trained, steps, quantize, length_alpha))
     (directory / RUNTIME_FILENAME).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
 
 
@@ -170,6 +175,7 @@ def export_litert(
     name: str,
     export_root: str | os.PathLike = DEFAULT_EXPORT_ROOT,
     quantize: str = "none",
+    length_alpha: float = DEFAULT_LENGTH_ALPHA,
 ) -> Path:
     """Write `trained` for LiteRT to `export_root/name/litert/<next version>/`.
 
@@ -181,6 +187,7 @@ def export_litert(
       name: the model's name (the SavedModel export of the same name sits beside `litert/`).
       export_root: where model names live (default `saved_models/`).
       quantize: "none" (float32) or "int8" (dynamic-range int8 weights).
+      length_alpha: the beam search's length-normalization exponent, kept in `runtime.json`.
     Returns:
       The new version directory: what `LiteTranslator(path)` takes.
     """
@@ -188,5 +195,7 @@ def export_litert(
         raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}.")
     base = export_base(export_root, name) / LITE_DIRNAME
     base.mkdir(exist_ok=True)
-    return write_version(base, lambda staging: write_lite_files(staging, trained, quantize))
+    return write_version(
+        base, lambda staging: write_lite_files(staging, trained, quantize, length_alpha)
+    )
 
