@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import os
 import sys
 
@@ -28,6 +27,7 @@ from seq2seq_keras.config import (
     TOKENIZERS,
     Seq2SeqConfig,
     check_beam_width,
+    check_length_alpha,
     check_temperature,
 )
 from seq2seq_keras.lite.runtime_files import QUANTIZATIONS
@@ -75,12 +75,9 @@ def beam_width(text: str) -> int:
 def length_alpha(text: str) -> float:
     """argparse type of `--length-alpha`: a finite exponent >= 0 (0 ranks by log P alone)."""
     try:
-        value = float(text)
-    except ValueError:
-        value = -1.0  # not a number: refused below like a negative one
-    if not (math.isfinite(value) and value >= 0.0):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0")
-    return value
+        return check_length_alpha(float(text))
+    except ValueError:  # not a number, or not a finite one >= 0
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0") from None
 
 
 def add_length_alpha(parser: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import numbers
 from pathlib import Path
 
@@ -95,6 +96,14 @@ def check_temperature(temperature: float) -> float:
             f"temperature must be > 0, got {temperature}; greedy decoding is the limit at 0."
         )
     return temperature
+
+
+def check_length_alpha(alpha: float) -> float:
+    """Return `alpha` if beam search can rank by it (a finite number >= 0), else raise
+    ValueError: a negative exponent would favour ever shorter translations."""
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"length alpha must be a finite number >= 0, got {alpha}.")
+    return float(alpha)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -75,8 +75,7 @@ def export_saved_model(
       name: the model's name, the directory TF Serving's `--model_base_path` points at.
       export_root: where model names live (default `saved_models/`).
       length_alpha: the `beam_search` signature's length-normalization exponent, fixed in
-        the graph (a signature has no optional inputs); `translate --length-alpha` finds the
-        model's best on the validation split.
+        the graph (a signature has no optional inputs; docs/transformer.md measures it).
     Returns:
       The path of the new version directory.
     Raises:

@@ -15,7 +15,7 @@ wider than `MAX_BEAM_WIDTH` is clipped in a served request; and a translation st
 `decode_length_factor × source tokens + decode_length_offset` tokens, so a confused model cannot
 repeat itself up to `max_decode_length`. With the WordPiece tokenizer, an unknown word is
 spelled from pieces, and `[UNK]`, the markers and `##` never reach a translation. Python callers get a `TypeError`
-for a non-string and a `ValueError` for a bad beam width or temperature.
+for a non-string and a `ValueError` for a bad beam width, temperature or length alpha.
 
 Signatures of the exported module (`signatures`):
   serving_default(sentences: string[batch])                    → translations, scores
@@ -39,6 +39,7 @@ from seq2seq_keras.config import (
     MAX_BEAM_WIDTH,
     Seq2SeqConfig,
     check_beam_width,
+    check_length_alpha,
     check_temperature,
 )
 from seq2seq_keras.decode_precision import resolve_decode_precision
@@ -88,6 +89,7 @@ class TranslatorModule(tf.Module):
         length_alpha: float = DEFAULT_LENGTH_ALPHA,
     ):
         super().__init__(name="translator")
+        self.length_alpha = check_length_alpha(length_alpha)
         self.config = config
         self.source_tokenizer = make_tokenizer(config.tokenizer, source_vocabulary)
         self.target_tokenizer = make_tokenizer(config.tokenizer, target_vocabulary)
@@ -104,7 +106,6 @@ class TranslatorModule(tf.Module):
             precision=self.decode_precision,
         )
         self.max_source_length = config.max_source_length
-        self.length_alpha = length_alpha
         self.has_attention = self.decoder.has_attention
         if self.has_attention:
             self.translate_with_attention = tf.function(

@@ -79,6 +79,13 @@ def exported(request, overfit_model, wordpiece_model, tmp_path_factory):
 # --- The export ---------------------------------------------------------------------------------
 
 
+def test_a_bad_length_alpha_is_refused_before_anything_is_converted(overfit_model, tmp_path):
+    for alpha in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="length alpha must be a finite number >= 0"):
+            export_litert(as_trained(overfit_model), "translator", tmp_path, length_alpha=alpha)
+    assert not (tmp_path / "translator").exists()
+
+
 def test_the_export_writes_a_new_version_of_the_flatbuffer_vocabularies_and_runtime_json(
     overfit_model, tmp_path
 ):

@@ -79,6 +79,9 @@ def test_translator_decodes_with_the_graph_and_offers_beam_search(overfit_model)
     for width in (0, MAX_BEAM_WIDTH + 1):
         with pytest.raises(ValueError, match="beam_width"):
             translator.translate(sources, beam_width=width)
+    for alpha in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="length alpha must be a finite number >= 0"):
+            Translator(*args, length_alpha=alpha)
 
 
 # --- One translator: Python, the module and the SavedModel agree -------------------------------

@@ -31,7 +31,7 @@ import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from seq2seq_keras import search
-from seq2seq_keras.config import DEFAULT_EXPORT_ROOT
+from seq2seq_keras.config import DEFAULT_EXPORT_ROOT, check_length_alpha
 from seq2seq_keras.rnn_runners import LITE_CELLS
 from seq2seq_keras.export import export_base, write_version
 from seq2seq_keras.graph_decoder import AUTOGRAPH, SOURCE_IDS_SPEC, GraphDecoder
@@ -193,6 +193,7 @@ def export_litert(
     """
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}.")
+    check_length_alpha(length_alpha)  # before the seconds the conversion takes
     base = export_base(export_root, name) / LITE_DIRNAME
     base.mkdir(exist_ok=True)
     return write_version(
