@@ -368,40 +368,11 @@ def add_transformer_flags(group, defaults: Seq2SeqConfig) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    """The `Seq2SeqConfig` a `train` command line asks for (`--reverse-source` unset: the config
-    reads the source backwards where that works)."""
+    """The `Seq2SeqConfig` a `train` command line asks for: every flag named after a config
+    field sets that field (`--reverse-source` unset: the config reads the source backwards
+    where that works), and `--max-minutes` sets `max_train_seconds`."""
+    fields = {field.name for field in dataclasses.fields(Seq2SeqConfig)}
+    values = {name: value for name, value in vars(args).items() if name in fields}
     return dataclasses.replace(
-        Seq2SeqConfig(),
-        max_pairs=args.max_pairs,
-        tokenizer=args.tokenizer,
-        source_vocab_size=args.source_vocab_size,
-        target_vocab_size=args.target_vocab_size,
-        epochs=args.epochs,
-        units=args.units,
-        embedding_dim=args.embedding_dim,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        learning_rate_schedule=args.learning_rate_schedule,
-        warmup_steps=args.warmup_steps,
-        decay_share=args.decay_share,
-        decay_on_plateau=args.decay_on_plateau,
-        label_smoothing=args.label_smoothing,
-        output_projection_dim=args.output_projection_dim,
-        max_train_seconds=args.max_minutes * 60,
-        reverse=args.reverse,
-        reverse_source=args.reverse_source,
-        precision=args.precision,
-        cell=args.cell,
-        bidirectional=args.bidirectional,
-        num_layers=args.num_layers,
-        dropout=args.dropout,
-        attention=args.attention,
-        architecture=args.architecture,
-        transformer_layers=args.transformer_layers,
-        transformer_decoder_layers=args.transformer_decoder_layers,
-        transformer_width=args.transformer_width,
-        transformer_heads=args.transformer_heads,
-        transformer_feed_forward=args.transformer_feed_forward,
-        transformer_dropout=args.transformer_dropout,
-        transformer_tie_embeddings=args.transformer_tie_embeddings,
+        Seq2SeqConfig(), max_train_seconds=args.max_minutes * 60, **values
     )
