@@ -70,8 +70,8 @@ ARCHITECTURE_DEFAULTS = {
 DEFAULT_MAX_DECODE_LENGTH = 64
 # GNMT's length-normalization exponent (Wu et al. 2016, also flax's wmt default): beam search
 # ranks finished hypotheses by log P / ((5 + length) / 6) ** alpha, so that longer translations
-# are not penalized merely for having more (negative) log-probability terms. `translate` and
-# `evaluate` take another with `--length-alpha`.
+# are not penalized merely for having more (negative) log-probability terms. `translate`,
+# `evaluate` and `export` take another with `--length-alpha`.
 DEFAULT_LENGTH_ALPHA = 0.6
 # Wider beams cost time linearly and rarely help an LSTM translator. A Python caller asking for
 # more gets a ValueError; a served request is clipped to this width.

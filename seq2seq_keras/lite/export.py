@@ -31,7 +31,7 @@ import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from seq2seq_keras import search
-from seq2seq_keras.config import DEFAULT_EXPORT_ROOT, check_length_alpha
+from seq2seq_keras.config import DEFAULT_EXPORT_ROOT, DEFAULT_LENGTH_ALPHA, check_length_alpha
 from seq2seq_keras.rnn_runners import LITE_CELLS
 from seq2seq_keras.export import export_base, write_version
 from seq2seq_keras.graph_decoder import AUTOGRAPH, SOURCE_IDS_SPEC, GraphDecoder
@@ -51,7 +51,6 @@ from seq2seq_keras.lite.runtime_files import (
 )
 from seq2seq_keras.model import float32_model
 from seq2seq_keras.model_dir import TrainedModel
-from seq2seq_keras.search import DEFAULT_LENGTH_ALPHA
 from seq2seq_keras.tokens import START_ID, write_vocabulary
 
 # The source the encoder is traced on to learn the shapes and dtypes of its state.
