@@ -19,6 +19,7 @@ from seq2seq_keras.config import (
     DEFAULT_DECAY_SHARES,
     DEFAULT_EXPORT_ROOT,
     DEFAULT_LENGTH_ALPHA,
+    DEFAULT_TRANSFORMER_DROPOUTS,
     DECODE_PRECISIONS,
     DEFAULT_VOCAB_SIZES,
     LEARNING_RATE_SCHEDULES,
@@ -345,6 +346,14 @@ def add_plot(commands) -> None:
                       "validation and test pooled, for more long sentences")
 
 
+# What a Transformer flag left unset means, where its config field's default is None.
+UNSET_TRANSFORMER_FLAGS = {
+    "decoder-layers": "as many as --transformer-layers",
+    "dropout": f"{DEFAULT_TRANSFORMER_DROPOUTS['float32']} in float32, "
+               f"{DEFAULT_TRANSFORMER_DROPOUTS['mixed']} in mixed precision",
+}
+
+
 def add_transformer_flags(group, defaults: Seq2SeqConfig) -> None:
     """The Transformer's sizes and its output layer (docs/transformer.md)."""
     sizes = [
@@ -357,7 +366,7 @@ def add_transformer_flags(group, defaults: Seq2SeqConfig) -> None:
     ]
     for flag, kind, meaning in sizes:
         default = getattr(defaults, "transformer_" + flag.replace("-", "_"))
-        shown = "as many as --transformer-layers" if default is None else default
+        shown = UNSET_TRANSFORMER_FLAGS.get(flag, default)
         group.add_argument(f"--transformer-{flag}", type=kind, default=default,
                            help=f"Transformer: {meaning} (default: {shown})")
     group.add_argument("--transformer-tie-embeddings", action=argparse.BooleanOptionalAction,

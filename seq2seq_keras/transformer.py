@@ -70,7 +70,8 @@ def build_transformer_model(config: Seq2SeqConfig) -> keras.Model:
     The same inputs, output and compiled loss as `model.build_training_model` builds for the
     RNN family, so the same pipeline, `model.fit`, callbacks and decoders train and run it.
     """
-    width, dropout = config.transformer_width, config.transformer_dropout
+    width = config.transformer_width
+    dropout = config.transformer_dropout_rate(keras.config.dtype_policy().name)
     encoder_names, decoder_names = block_names(
         config.transformer_layers, config.transformer_decoder_blocks
     )

@@ -204,6 +204,27 @@ def test_tied_embeddings_need_no_output_projection():
     assert not Seq2SeqConfig.from_json('{"architecture": "transformer"}').transformer_tie_embeddings
 
 
+def test_the_dropout_default_follows_the_precision_the_model_trains_in(tiny_config, tmp_path):
+    # float32 on a CPU without bfloat16 fits fewer epochs in the budget, and overfits less.
+    auto = dataclasses.replace(tiny_config, **TINY_TRANSFORMER)
+    assert auto.precision == "auto" and auto.transformer_dropout is None
+    resolved = {precision: dataclasses.replace(auto, precision=precision).transformer_dropout
+                for precision in ("float32", "mixed_bfloat16", "mixed_float16")}
+    assert resolved == {"float32": 0.05, "mixed_bfloat16": 0.1, "mixed_float16": 0.1}
+    named = dataclasses.replace(auto, transformer_dropout=0.2)
+    assert dataclasses.replace(named, precision="float32").transformer_dropout == 0.2
+    dataclasses.replace(auto, precision="float32").save(tmp_path)  # what `train` records
+    assert '"transformer_dropout": 0.05' in (tmp_path / "config.json").read_text()
+    # Built straight from an "auto" config, a model takes the default of the dtype policy it
+    # is built under; `train` builds it under the precision it resolved.
+    rates = {layer.rate for layer in transformer.build_transformer_model(auto).layers
+             if isinstance(layer, transformer_blocks.PositionalEncoding)}
+    assert rates == {0.05}
+    trained_in = train_lib.resolve_precision("auto")
+    built = train_lib.build_model(auto)
+    assert built.get_layer("decoder_positions").rate == resolved[trained_in]
+
+
 def test_positions_are_the_papers_sinusoids():
     vectors = transformer_blocks.position_vectors(tf.constant([0.0, 1.0, 7.0]), 8).numpy()
     frequencies = 10_000.0 ** -(np.arange(4) / 3)
