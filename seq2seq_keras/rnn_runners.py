@@ -201,11 +201,8 @@ def run_cell(
     """
     steps, batch_size = tf.shape(vectors)[0], tf.shape(vectors)[1]
     schedule = every_row_at_every_step(steps) if list_free else rows_by_their_end(is_real)
-    if schedule.order is not None:
-        vectors = tf.gather(vectors, schedule.order, axis=1)
-        is_real = tf.gather(is_real, schedule.order, axis=1)
-    if backwards:
-        vectors, is_real = schedule.reverse(vectors), schedule.reverse(is_real)
+    vectors = in_reading_order(schedule, vectors, backwards)
+    is_real = in_reading_order(schedule, is_real, backwards)
     # A cell that can multiply all its inputs by its input kernel at once does so before the
     # loop, in one large matmul (`decode_precision.Bfloat16Cell`); its step reads the products.
     step = cell
@@ -240,13 +237,26 @@ def run_cell(
             tf.range(last_step, steps), tf.zeros([steps - last_step, batch_size, cell.units], dtype)
         )
     outputs = stack(outputs) if keep_outputs else None  # (steps, batch, units)
-    if outputs is not None and backwards:
-        outputs = schedule.reverse(outputs)
-    if schedule.order is not None:  # back to the input's order of rows
-        restore = tf.argsort(schedule.order)
-        states = tuple(tf.gather(state, restore) for state in states)
-        outputs = None if outputs is None else tf.gather(outputs, restore, axis=1)
-    return outputs, list(states)
+    if outputs is not None:
+        outputs = schedule.reverse(outputs) if backwards else outputs
+        outputs = in_input_order(schedule, outputs, axis=1)
+    return outputs, [in_input_order(schedule, state, axis=0) for state in states]
+
+
+def in_reading_order(schedule: ReadingOrder, sequence: tf.Tensor, backwards: bool) -> tf.Tensor:
+    """A time-major `(steps, batch, ...)` sequence with its rows in the schedule's order and,
+    read backwards, each row's own positions reversed."""
+    if schedule.order is not None:
+        sequence = tf.gather(sequence, schedule.order, axis=1)
+    return schedule.reverse(sequence) if backwards else sequence
+
+
+def in_input_order(schedule: ReadingOrder, tensor: tf.Tensor, axis: int) -> tf.Tensor:
+    """The rows (along `axis`) of a tensor computed in the schedule's order, back in the
+    input's order."""
+    if schedule.order is None:
+        return tensor
+    return tf.gather(tensor, tf.argsort(schedule.order), axis=axis)
 
 
 KERAS_LAYERS = RNNRunner(call_rnn_layer, call_rnn_layer_one_step, softmax_logits)
