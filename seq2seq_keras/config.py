@@ -288,7 +288,8 @@ class Seq2SeqConfig:
     decode_precision: str = "auto"
 
     def __post_init__(self):
-        """Refuse a combination of switches the model cannot build, saying how to fix it."""
+        """Fill in the defaults that depend on other fields (None), and refuse a combination of
+        switches the model cannot build, saying how to fix it."""
         if self.architecture not in ARCHITECTURES:
             raise ValueError(
                 f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}."
@@ -322,8 +323,12 @@ class Seq2SeqConfig:
         if self.decode_precision not in DECODE_PRECISIONS:
             raise ValueError(f"decode_precision must be one of {DECODE_PRECISIONS}, "
                              f"got {self.decode_precision!r}.")
-        if self.num_layers < 1:
-            raise ValueError(f"num_layers must be at least 1, got {self.num_layers}.")
+        self.check_recipe()
+        self.resolve_and_check_layers()
+
+    def check_recipe(self) -> None:
+        """Refuse a training recipe outside its range: the schedule, warmup, decay share and
+        label smoothing."""
         if self.learning_rate_schedule not in LEARNING_RATE_SCHEDULES:
             raise ValueError(f"learning_rate_schedule must be one of {LEARNING_RATE_SCHEDULES}, "
                              f"got {self.learning_rate_schedule!r}.")
@@ -336,6 +341,13 @@ class Seq2SeqConfig:
             raise ValueError(f"decay_share must be in (0, 1], got {self.decay_share}.")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}.")
+
+    def resolve_and_check_layers(self) -> None:
+        """The output layer's projection and the source's reading order where the config names
+        none (they depend on the architecture and the encoder), and the recurrent layers'
+        sizes: refuse the ones that cannot build."""
+        if self.num_layers < 1:
+            raise ValueError(f"num_layers must be at least 1, got {self.num_layers}.")
         if self.output_projection_dim is None:
             # The Transformer's outputs are already narrow (its width): nothing to factorize.
             unfactorized = self.architecture == "transformer"

@@ -21,7 +21,7 @@ from conftest import PROJECT_ROOT, result_line
 
 BENCHMARKS = PROJECT_ROOT / "benchmarks"
 # Modules the scripts load, not scripts themselves.
-HELPERS = {"decode_transformer.py"}
+HELPERS = {"decode_rnn.py", "decode_transformer.py"}
 SCRIPTS = sorted(path for path in BENCHMARKS.glob("*.py") if path.name not in HELPERS)
 
 # Runs each script named on the command line as `python SCRIPT --help` would and prints, per
