@@ -98,6 +98,11 @@ def trim(ids: np.ndarray) -> list[tuple[int, ...]]:
     return rows
 
 
+def search_tokens(results) -> list[tuple[int, ...]]:
+    """Every sentence's tokens (`trim`) from a list of a graph decoder's `SearchResult`s."""
+    return [row for result in results for row in trim(result.token_ids.numpy())]
+
+
 def differing_rows(rows: list, other_rows: list) -> int:
     """How many sentences two decoders translated to different tokens."""
     return sum(row != other for row, other in zip(rows, other_rows))
@@ -175,6 +180,7 @@ class Bench:
     float32_decoder: GraphDecoder
     caps: dict  # the length caps' factor and offset
     timed: Callable  # `decode.timed`: the best wall time of repeated calls, and the result
+    count: FlopCounter = dataclasses.field(init=False)  # the FLOPs `decoder` executes
     all_ids: list = dataclasses.field(init=False)  # (batch_size, longest) id batches
     one_ids: list = dataclasses.field(init=False)  # (1, length) one per sentence
     beam_width: tf.Tensor = dataclasses.field(default_factory=lambda: tf.constant(4))
@@ -183,6 +189,7 @@ class Bench:
     )
 
     def __post_init__(self):
+        self.count = FlopCounter(self.config, self.decoder)
         self.all_ids = [pad_rows(batch) for batch in batches(self.sample.id_rows, self.args.batch_size)]
         self.one_ids = [pad_rows([row]) for row in self.sample.id_rows]
 
@@ -249,7 +256,7 @@ class Measured:
 def time_one_sentence_per_call(bench: Bench, measured: Measured) -> None:
     """Rows 1 and 2 of the list above, one sentence per call: the classic loop and the stepwise
     decoder (and graph greedy, whose row `time_batched` adds)."""
-    count, n = FlopCounter(bench.config, bench.decoder), bench.num_sentences
+    count, n = bench.count, bench.num_sentences
     one_ids, max_length = bench.one_ids, bench.config.max_decode_length
     seconds, classic = bench.timed(lambda: [classic_decode(bench.models, ids, max_length) for ids in one_ids])
     classic_flops = sum(count.stepwise(ids, out) for ids, out in zip(one_ids, classic))
@@ -265,7 +272,7 @@ def time_one_sentence_per_call(bench: Bench, measured: Measured) -> None:
     measured.tokens["stepwise batch 1"] = [r for ids in stepwise_one for r in trim(ids)]
     # The same step on the same batches: these must agree exactly.
     measured.agreement["float32 graph batch 1 vs stepwise batch 1"] = (
-        [r for res in float32_one for r in trim(res.token_ids.numpy())]
+        search_tokens(float32_one)
         == measured.tokens["stepwise batch 1"]
     )
 
@@ -273,7 +280,7 @@ def time_one_sentence_per_call(bench: Bench, measured: Measured) -> None:
 def time_batched(bench: Bench, measured: Measured) -> None:
     """Rows 2 and 3 of the list above, batched: stepwise and the graph searches; and the graph
     decoder's latency, one sentence per call."""
-    count, n = FlopCounter(bench.config, bench.decoder), bench.num_sentences
+    count, n = bench.count, bench.num_sentences
     batch, max_length = bench.args.batch_size, bench.config.max_decode_length
     seconds, stepwise = bench.timed(lambda: bench.decode_all(
         lambda ids: greedy_decode_stepwise(bench.models, ids, max_length, **bench.caps)))
@@ -292,8 +299,7 @@ def time_batched(bench: Bench, measured: Measured) -> None:
     if bench.precision != "float32":
         float32_greedy = time_float32_baseline(bench, measured)
     tokens = measured.tokens
-    tokens["greedy"] = [r for result in measured.greedy for r in trim(result.token_ids.numpy())]
-    tokens["float32"] = [r for result in float32_greedy for r in trim(result.token_ids.numpy())]
+    tokens["greedy"], tokens["float32"] = search_tokens(measured.greedy), search_tokens(float32_greedy)
     stepwise_tokens = [r for ids in stepwise for r in trim(ids)]
     same = tokens["float32"] == stepwise_tokens
     measured.agreement["float32 graph batch 64 vs stepwise batch 64"] = same

@@ -107,6 +107,7 @@ class ReadingOrder(NamedTuple):
     """Which rows an encoder loop steps at each position, and where it stops (`run_cell`)."""
 
     order: tf.Tensor | None  # the rows sorted by where they end, longest first (None: as given)
+    restore: tf.Tensor | None  # the permutation that puts `order`'s rows back (None: as given)
     ends: tf.Tensor | None  # (batch,) one past each sorted row's last real position
     active: tf.Tensor | None  # (steps,) rows still reading at each position: a prefix
     last_step: tf.Tensor  # the loop stops here
@@ -141,12 +142,13 @@ def rows_by_their_end(is_real: tf.Tensor) -> ReadingOrder:
     order = tf.argsort(ends, direction="DESCENDING", stable=True)
     ends = tf.gather(ends, order)
     active = tf.reduce_sum(tf.cast(ends[None, :] > positions[:, None], tf.int32), axis=1)
-    return ReadingOrder(order, ends, active, tf.reduce_max(tf.concat([ends, [0]], axis=0)))
+    last_step = tf.reduce_max(tf.concat([ends, [0]], axis=0))
+    return ReadingOrder(order, tf.argsort(order), ends, active, last_step)
 
 
 def every_row_at_every_step(steps: tf.Tensor) -> ReadingOrder:
     """LiteRT's order: every row at every position, in the input's order."""
-    return ReadingOrder(None, None, None, steps)
+    return ReadingOrder(None, None, None, None, steps)
 
 
 def output_buffer(steps, batch_size, units, dtype, list_free: bool):
@@ -254,9 +256,9 @@ def in_reading_order(schedule: ReadingOrder, sequence: tf.Tensor, backwards: boo
 def in_input_order(schedule: ReadingOrder, tensor: tf.Tensor, axis: int) -> tf.Tensor:
     """The rows (along `axis`) of a tensor computed in the schedule's order, back in the
     input's order."""
-    if schedule.order is None:
+    if schedule.restore is None:
         return tensor
-    return tf.gather(tensor, tf.argsort(schedule.order), axis=axis)
+    return tf.gather(tensor, schedule.restore, axis=axis)
 
 
 KERAS_LAYERS = RNNRunner(call_rnn_layer, call_rnn_layer_one_step, softmax_logits)
