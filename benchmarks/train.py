@@ -29,9 +29,14 @@ Variants (`--variants`, comma-separated; the default runs `plain,padded,default`
     threads_1_2, threads_2_1
                   the default with intra-op / inter-op thread pools of the given sizes
     previous      the step as the previous version computed it: Keras' `ignore_class`
-                  cross-entropy, no output projection
-    fused_loss    previous + `model.MaskedCrossEntropy` (one fused softmax cross-entropy)
+                  cross-entropy, no output projection, Keras' own Adam update, and label
+                  smoothing's uniform term computed apart
+    fused_loss    previous + `objective.MaskedCrossEntropy` (one fused softmax cross-entropy)
     factorized    previous + a factorized output layer (`--output-projection-dim 256`)
+    keras_adam    the default with Keras' own Adam update instead of `objective.FusedAdam`
+    two_term_smoothing
+                  the default with label smoothing's uniform term computed apart from the
+                  cross-entropy instead of one cross-entropy against smoothed targets
     fine_buckets  the default with a length bucket for every length up to 16 (less padding)
     projection128 the default with a narrower factorized output layer (128 instead of 256)
 
@@ -75,6 +80,7 @@ from seq2seq_keras import callbacks as callbacks_lib  # noqa: E402
 from seq2seq_keras import data as data_lib  # noqa: E402
 from seq2seq_keras import hardware  # noqa: E402
 from seq2seq_keras import model as model_lib  # noqa: E402
+from seq2seq_keras import objective  # noqa: E402
 from seq2seq_keras import pipeline as pipeline_lib  # noqa: E402
 from seq2seq_keras import tokenizers  # noqa: E402
 from seq2seq_keras import train as train_lib  # noqa: E402
@@ -93,6 +99,8 @@ class Variant:
     intra_op_threads: int = 0  # 0: TensorFlow's default (one per core)
     inter_op_threads: int = 0
     keras_loss: bool = False  # Keras' `ignore_class` cross-entropy instead of `MaskedCrossEntropy`
+    keras_adam: bool = False  # Keras' own Adam update instead of `objective.FusedAdam`
+    two_term_smoothing: bool = False  # label smoothing's uniform term computed apart
     output_projection_dim: int | None = None  # None: the config's default
     bucket_boundaries: tuple[int, ...] = ()  # other length-bucket boundaries (pipeline's default)
 
@@ -113,16 +121,22 @@ VARIANTS = {
                            inter_op_threads=2),
     "threads_2_1": Variant("default, intra-op 2 / inter-op 1 threads", intra_op_threads=2,
                            inter_op_threads=1),
-    "previous": Variant("the previous default: Keras' ignore_class loss, no output projection",
-                        keras_loss=True, output_projection_dim=0),
-    "fused_loss": Variant("previous + fused masked cross-entropy", output_projection_dim=0),
+    "previous": Variant("the previous default: Keras' ignore_class loss and Adam, no output "
+                        "projection, smoothing in two terms", keras_loss=True,
+                        output_projection_dim=0, keras_adam=True, two_term_smoothing=True),
+    "fused_loss": Variant("previous + fused masked cross-entropy", output_projection_dim=0,
+                          keras_adam=True, two_term_smoothing=True),
     "factorized": Variant("previous + factorized output layer (256)", keras_loss=True,
-                          output_projection_dim=256),
+                          output_projection_dim=256, keras_adam=True, two_term_smoothing=True),
+    "keras_adam": Variant("default with Keras' own Adam update", keras_adam=True),
+    "two_term_smoothing": Variant("default with the smoothing's uniform term computed apart",
+                                  two_term_smoothing=True),
     "fine_buckets": Variant("default, a length bucket for every length up to 16",
                             bucket_boundaries=(*range(3, 17), 18, 20, 24, 32, 48)),
     "projection128": Variant("default with a narrower output projection (128)",
                              output_projection_dim=128),
 }
+NAME_WIDTH = max(map(len, VARIANTS))  # the tables' first column
 
 
 # --- The parent: prepare the data once, run each variant in a child, print the table ----------
@@ -221,8 +235,9 @@ def print_report(
           f"bfloat16 {matmul['bfloat16']:.0f} GFLOP/s")
     print(f"{args.steps} timed steps after {args.warmup} warm-up steps, best of {args.rounds} "
           "round(s); model FLOPs = 3 x forward matmul FLOPs (LSTMs and output projection)")
-    header = (f"{'variant':<13} {'precision':<15} {'batch':>5} {'tokens/s':>9} {'padding':>8} "
-              f"{'GFLOP/s':>8} {'real':>6} {'of f32 mm':>9} {'peak MB':>8} {'cores':>6}")
+    header = (f"{'variant':<{NAME_WIDTH}} {'precision':<15} {'batch':>5} {'tokens/s':>9} "
+              f"{'padding':>8} {'GFLOP/s':>8} {'real':>6} {'of f32 mm':>9} {'peak MB':>8} "
+              f"{'cores':>6}")
     trained = args.train_seconds or args.train_steps
     if trained:
         budget = f"{args.train_seconds:g}s" if args.train_seconds else f"{args.train_steps} steps"
@@ -230,7 +245,7 @@ def print_report(
     print(header)
     for name, result in results.items():
         line = (
-            f"{name:<13} {result['precision']:<15} {result['batch_size']:>5} "
+            f"{name:<{NAME_WIDTH}} {result['precision']:<15} {result['batch_size']:>5} "
             f"{result['tokens_per_second']:>9.0f} {result['padding_fraction']:>8.1%} "
             f"{result['gflops']:>8.0f} {result['real_gflops']:>6.0f} "
             f"{result['gflops'] / float32_peak:>9.0%} {result['peak_rss_mb']:>8.0f} "
@@ -259,13 +274,13 @@ def print_breakdown(results: dict) -> None:
     """Milliseconds per step of each part, and their shares of the measured step."""
     print()
     print("where a step's time goes (ms per step; parts timed alone on the same batch shapes):")
-    print(f"{'variant':<13} {'step':>7} {'projection+loss':>16} {'optimizer':>10} "
+    print(f"{'variant':<{NAME_WIDTH}} {'step':>7} {'projection+loss':>16} {'optimizer':>10} "
           f"{'recurrent+rest':>15} {'input pipeline':>15}")
     for name, result in results.items():
         parts = result["breakdown"]
         step = 1000 * result["seconds"] / result["steps"]
         rest = step - parts["projection_loss_ms"] - parts["optimizer_ms"]
-        print(f"{name:<13} {step:>7.1f} "
+        print(f"{name:<{NAME_WIDTH}} {step:>7.1f} "
               f"{parts['projection_loss_ms']:>8.1f} ({parts['projection_loss_ms'] / step:>4.0%}) "
               f"{parts['optimizer_ms']:>4.1f} ({parts['optimizer_ms'] / step:>3.0%}) "
               f"{rest:>7.1f} ({rest / step:>4.0%}) {parts['pipeline_ms']:>7.1f} "
@@ -362,17 +377,43 @@ def run_variant(args) -> dict:
     return result
 
 
-def apply_variant_switches(variant: Variant) -> None:
-    """Build the step as the previous version did, where the variant asks for it (Keras'
-    `ignore_class` cross-entropy), or batch with other length buckets."""
+def variant_switches(variant: Variant) -> list[tuple[object, str, object]]:
+    """`(owner, attribute, replacement)` for each part of the step the variant builds as the
+    previous version did, or for other length buckets. `objective.compile_model` and the
+    training step look these attributes up when they run, so setting them in a variant's own
+    process, before its model is built, changes that variant only."""
+    switches = []
     if variant.keras_loss:
-        model_lib.MaskedCrossEntropy = lambda: keras.losses.SparseCategoricalCrossentropy(
-            ignore_class=PAD_ID
-        )
+        switches.append((objective, "MaskedCrossEntropy",
+                         lambda: keras.losses.SparseCategoricalCrossentropy(ignore_class=PAD_ID)))
+    if variant.keras_adam:
+        switches.append((objective, "FusedAdam", keras.optimizers.Adam))
+    if variant.two_term_smoothing:
+        switches.append((objective.Seq2SeqModel, "compute_loss", two_term_compute_loss))
     if variant.bucket_boundaries:
-        pipeline_lib.length_buckets = lambda max_length: [
+        switches.append((pipeline_lib, "length_buckets", lambda max_length: [
             boundary for boundary in variant.bucket_boundaries if boundary < max_length
-        ]
+        ]))
+    return switches
+
+
+def apply_variant_switches(variant: Variant) -> None:
+    for owner, attribute, replacement in variant_switches(variant):
+        setattr(owner, attribute, replacement)
+
+
+def two_term_compute_loss(model, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    """`Seq2SeqModel.compute_loss` as the previous version computed a label-smoothed loss:
+    the compiled cross-entropy, then the uniform term apart, `(1 - ε) · it + ε · (logsumexp -
+    mean)` of the logits (a second log-sum-exp over the vocabulary, and its softmax backward)."""
+    loss = keras.Model.compute_loss(model, x, y, y_pred, sample_weight, training=training)
+    smoothing = model.label_smoothing
+    if not (training and smoothing):
+        return loss
+    logits = objective.softmax_logits(y_pred)
+    per_token = keras.ops.logsumexp(logits, axis=-1) - keras.ops.mean(logits, axis=-1)
+    uniform = keras.ops.sum(per_token * objective.real_token_weights(y, per_token.dtype))
+    return (1.0 - smoothing) * loss + smoothing * objective.replica_share(uniform)
 
 
 def time_parts(model, config, shapes, batches, args) -> dict:
@@ -384,13 +425,13 @@ def time_parts(model, config, shapes, batches, args) -> dict:
     - pipeline_ms: pulling one batch from the input pipeline, without training.
     """
     dense = model.get_layer(model_lib.DECODER_DENSE)
-    loss_function = model.loss
 
     @tf.function(reduce_retracing=True)
     def projection_and_loss(outputs, target):
         with tf.GradientTape() as tape:
             tape.watch(outputs)
-            loss = loss_function(target, dense(outputs))
+            # The training loss: the compiled one, label-smoothed as the step smooths it.
+            loss = model.compute_loss(y=target, y_pred=dense(outputs), training=True)
         return tape.gradient(loss, [outputs, *dense.trainable_variables])
 
     dtype = dense.compute_dtype

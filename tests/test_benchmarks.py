@@ -8,16 +8,23 @@ import: each script must put the project root there instead before it imports an
 One fresh process runs every script's `--help` in turn, as `python SCRIPT --help` would (its
 folder first on `sys.path`, `__name__ == "__main__"`), so TensorFlow is imported once, not once
 a script; what that process cannot see, the order of a script's own lines, is read from its
-source.
+source. The training benchmark's baseline, the step as the previous version built it, is
+checked to be built that way.
 """
 
+import importlib.util
 import re
 import subprocess
 import sys
 
+import keras
 import pytest
+import tensorflow as tf
 
 from conftest import PROJECT_ROOT, result_line
+from seq2seq_keras import objective
+from seq2seq_keras.config import Seq2SeqConfig
+from seq2seq_keras.model import build_training_model
 
 BENCHMARKS = PROJECT_ROOT / "benchmarks"
 # Modules the scripts load, not scripts themselves.
@@ -83,3 +90,41 @@ def test_every_benchmark_puts_the_project_root_first_before_its_imports(script):
 def test_tensorflow_found_its_own_litert_module(help_results):
     litert = help_results["litert module"]
     assert litert is None or str(BENCHMARKS) not in litert
+
+
+def load_benchmark(name: str):
+    """A benchmark script as a module, `sys.path` left as it was (a script run from the command
+    line puts the project root first; imported here, that must not leak into other tests)."""
+    saved = list(sys.path)
+    try:
+        path = BENCHMARKS / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # where its dataclasses look themselves up
+        spec.loader.exec_module(module)
+    finally:
+        sys.path[:] = saved
+    return module
+
+
+def test_the_training_benchmark_builds_the_previous_step_as_it_was(monkeypatch):
+    # Its `previous` variant is the baseline of the speed ratios in docs/training.md. A switch
+    # that sets a name the step no longer reads (the code it replaces moved) would time
+    # today's step twice and report a ratio near 1: each must change the compiled model.
+    benchmark = load_benchmark("train")
+    config = Seq2SeqConfig(source_vocab_size=30, target_vocab_size=40, embedding_dim=8, units=16)
+    today = build_training_model(config)
+    assert type(today.optimizer) is objective.FusedAdam
+    for owner, attribute, replacement in benchmark.variant_switches(benchmark.VARIANTS["previous"]):
+        monkeypatch.setattr(owner, attribute, replacement)
+    previous = build_training_model(config)
+    assert isinstance(previous.loss, keras.losses.SparseCategoricalCrossentropy)
+    assert type(previous.optimizer) is keras.optimizers.Adam
+    # The two ways of smoothing the loss give the same number.
+    previous.set_weights(today.get_weights())
+    source, decoder_input = tf.constant([[5, 6, 7, 0]]), tf.constant([[2, 11, 12, 0]])
+    targets = tf.constant([[11, 12, 3, 0]])
+    losses = [float(model.compute_loss(y=targets, y_pred=model([source, decoder_input])))
+              for model in (today, previous)]
+    assert previous.compute_loss.__func__ is benchmark.two_term_compute_loss
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
