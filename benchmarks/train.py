@@ -29,8 +29,8 @@ Variants (`--variants`, comma-separated; the default runs `plain,padded,default`
     threads_1_2, threads_2_1
                   the default with intra-op / inter-op thread pools of the given sizes
     previous      the step as the previous version computed it: Keras' `ignore_class`
-                  cross-entropy, no output projection, Keras' own Adam update, and label
-                  smoothing's uniform term computed apart
+                  cross-entropy, no output projection, Keras' own Adam update, no label
+                  smoothing
     fused_loss    previous + `objective.MaskedCrossEntropy` (one fused softmax cross-entropy)
     factorized    previous + a factorized output layer (`--output-projection-dim 256`)
     keras_adam    the default with Keras' own Adam update instead of `objective.FusedAdam`
@@ -100,6 +100,7 @@ class Variant:
     inter_op_threads: int = 0
     keras_loss: bool = False  # Keras' `ignore_class` cross-entropy instead of `MaskedCrossEntropy`
     keras_adam: bool = False  # Keras' own Adam update instead of `objective.FusedAdam`
+    label_smoothing: float | None = None  # None: the config's default
     two_term_smoothing: bool = False  # label smoothing's uniform term computed apart
     output_projection_dim: int | None = None  # None: the config's default
     bucket_boundaries: tuple[int, ...] = ()  # other length-bucket boundaries (pipeline's default)
@@ -122,12 +123,12 @@ VARIANTS = {
     "threads_2_1": Variant("default, intra-op 2 / inter-op 1 threads", intra_op_threads=2,
                            inter_op_threads=1),
     "previous": Variant("the previous default: Keras' ignore_class loss and Adam, no output "
-                        "projection, smoothing in two terms", keras_loss=True,
-                        output_projection_dim=0, keras_adam=True, two_term_smoothing=True),
+                        "projection, no label smoothing", keras_loss=True,
+                        output_projection_dim=0, keras_adam=True, label_smoothing=0.0),
     "fused_loss": Variant("previous + fused masked cross-entropy", output_projection_dim=0,
-                          keras_adam=True, two_term_smoothing=True),
+                          keras_adam=True, label_smoothing=0.0),
     "factorized": Variant("previous + factorized output layer (256)", keras_loss=True,
-                          output_projection_dim=256, keras_adam=True, two_term_smoothing=True),
+                          output_projection_dim=256, keras_adam=True, label_smoothing=0.0),
     "keras_adam": Variant("default with Keras' own Adam update", keras_adam=True),
     "two_term_smoothing": Variant("default with the smoothing's uniform term computed apart",
                                   two_term_smoothing=True),
@@ -306,14 +307,7 @@ def run_variant(args) -> dict:
         tf.config.threading.set_inter_op_parallelism_threads(variant.inter_op_threads)
 
     apply_variant_switches(variant)
-    config = dataclasses.replace(
-        Seq2SeqConfig(),
-        batch_size=variant.batch_size,
-        precision=train_lib.resolve_precision(variant.precision),
-        jit_compile=variant.jit_compile,
-    )
-    if variant.output_projection_dim is not None:
-        config = dataclasses.replace(config, output_projection_dim=variant.output_projection_dim)
+    config = variant_config(variant)
     train_tokens, validation_tokens = load_tokens(args.tokens)
     streams_text = variant.pipeline in ("buckets", "boundaries")
     train_pairs = load_text_pairs(args, config) if streams_text else None
@@ -375,6 +369,22 @@ def run_variant(args) -> dict:
         result["trained_steps"] = counter.steps
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
+
+
+def variant_config(variant: Variant, config: Seq2SeqConfig | None = None) -> Seq2SeqConfig:
+    """`config` (default: `Seq2SeqConfig()`) with the variant's batch size, precision, XLA
+    setting, and its output layer and label smoothing where it sets them."""
+    config = dataclasses.replace(
+        config or Seq2SeqConfig(),
+        batch_size=variant.batch_size,
+        precision=train_lib.resolve_precision(variant.precision),
+        jit_compile=variant.jit_compile,
+    )
+    if variant.output_projection_dim is not None:
+        config = dataclasses.replace(config, output_projection_dim=variant.output_projection_dim)
+    if variant.label_smoothing is not None:
+        config = dataclasses.replace(config, label_smoothing=variant.label_smoothing)
+    return config
 
 
 def variant_switches(variant: Variant) -> list[tuple[object, str, object]]:

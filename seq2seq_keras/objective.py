@@ -103,7 +103,7 @@ class FusedAdam(keras.optimizers.Adam):
     `lr_t = lr · √(1 - β2^t) / (1 - β1^t)`), the same variables under the same names, so
     checkpoints and saved optimizers load either way. Keras writes the update as about ten
     element-wise ops a variable, each a pass over memory; the fused kernel reads and writes
-    the variable and its two moments once: on the models here (about 11 M weights) an update
+    the variable and its two moments once: on the models here (9–10 M weights) an update
     takes about half the time (docs/training.md). Gradient clipping (`clipnorm`) stays Keras'.
     An embedding's gradient (`IndexedSlices`, a row per token of the batch) is summed per row
     first, as the dense gradient it stands for (textbook Adam, as TensorFlow's kernels do);

@@ -112,19 +112,33 @@ def test_the_training_benchmark_builds_the_previous_step_as_it_was(monkeypatch):
     # that sets a name the step no longer reads (the code it replaces moved) would time
     # today's step twice and report a ratio near 1: each must change the compiled model.
     benchmark = load_benchmark("train")
-    config = Seq2SeqConfig(source_vocab_size=30, target_vocab_size=40, embedding_dim=8, units=16)
-    today = build_training_model(config)
+    small = Seq2SeqConfig(source_vocab_size=30, target_vocab_size=40, embedding_dim=8, units=16)
+
+    def build(name: str):
+        """The variant's model, its switches set (as in its own process) until the test ends."""
+        variant = benchmark.VARIANTS[name]
+        for owner, attribute, replacement in benchmark.variant_switches(variant):
+            monkeypatch.setattr(owner, attribute, replacement)
+        return build_training_model(benchmark.variant_config(variant, small))
+
+    today = build("default")
     assert type(today.optimizer) is objective.FusedAdam
-    for owner, attribute, replacement in benchmark.variant_switches(benchmark.VARIANTS["previous"]):
-        monkeypatch.setattr(owner, attribute, replacement)
-    previous = build_training_model(config)
+    assert today.label_smoothing == 0.1
+    smoothed_today = smoothed_loss(today)
+    previous = build("previous")
     assert isinstance(previous.loss, keras.losses.SparseCategoricalCrossentropy)
     assert type(previous.optimizer) is keras.optimizers.Adam
-    # The two ways of smoothing the loss give the same number.
-    previous.set_weights(today.get_weights())
+    assert previous.label_smoothing == 0.0
+    assert previous.get_layer("decoder_dense").projection_dim == 0
+    # The smoothing's two terms computed apart: the same number as today's one cross-entropy.
+    two_terms = build("two_term_smoothing")
+    assert two_terms.compute_loss.__func__ is benchmark.two_term_compute_loss
+    two_terms.set_weights(today.get_weights())
+    assert smoothed_loss(two_terms) == pytest.approx(smoothed_today, rel=1e-5)
+
+
+def smoothed_loss(model) -> float:
+    """The training loss of a model built on `test_the_training_benchmark…`'s small config."""
     source, decoder_input = tf.constant([[5, 6, 7, 0]]), tf.constant([[2, 11, 12, 0]])
-    targets = tf.constant([[11, 12, 3, 0]])
-    losses = [float(model.compute_loss(y=targets, y_pred=model([source, decoder_input])))
-              for model in (today, previous)]
-    assert previous.compute_loss.__func__ is benchmark.two_term_compute_loss
-    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    return float(model.compute_loss(y=tf.constant([[11, 12, 3, 0]]),
+                                    y_pred=model([source, decoder_input])))

@@ -164,6 +164,23 @@ def test_fused_adam_updates_as_keras_adam():
     assert names(fused_adam)[0] == "adam/iteration"
 
 
+def test_a_factorized_output_layer_projects_first_and_saves_its_projection(tmp_path):
+    config = Seq2SeqConfig(source_vocab_size=30, target_vocab_size=40, embedding_dim=8, units=16,
+                           output_projection_dim=6)
+    model = model_lib.build_training_model(config)
+    dense = model.get_layer(model_lib.DECODER_DENSE)
+    assert [tuple(weight.shape) for weight in dense.weights] == [(16, 6), (6, 40), (40,)]
+    vectors = tf.random.stateless_normal([3, 16], seed=[1, 2])
+    expected = (vectors.numpy() @ dense.projection.numpy()) @ dense.kernel.numpy() + dense.bias
+    np.testing.assert_allclose(dense.logits(vectors), expected, rtol=1e-5, atol=1e-5)
+    # Saved and loaded by plain Keras (the package imported): the same weights and outputs.
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    inputs = [tf.constant([[5, 6, 7]]), tf.constant([[2, 9]])]
+    assert isinstance(loaded, model_lib.Seq2SeqModel)
+    np.testing.assert_array_equal(loaded(inputs), model(inputs))
+
+
 def test_evaluate_reports_the_masked_loss_and_accuracy(small_model):
     source = tf.constant([[5, 6, 7, 0], [8, 9, 0, 0]])
     decoder_input = tf.constant([[2, 11, 12, 0], [2, 13, 0, 0]])
