@@ -127,7 +127,7 @@ class FusedAdam(keras.optimizers.Adam):
             beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
             lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
             epsilon=tf.cast(self.epsilon, dtype),
-            # An embedding's gradient (IndexedSlices) made dense, as Keras' update does too.
+            # The kernel takes dense gradients: an embedding's (IndexedSlices) rows are summed.
             grad=tf.convert_to_tensor(tf.cast(gradient, dtype)),
         )
 
