@@ -186,6 +186,12 @@ def add_vocabulary_flags(group, defaults: Seq2SeqConfig) -> None:
     group.add_argument("--target-vocab-size", type=int, default=None,
                        help="most target tokens, padding, [UNK], [START] and [END] included "
                        f"(default: {target_sizes})")
+    group.add_argument("--shared-vocabulary", action=argparse.BooleanOptionalAction,
+                       default=defaults.shared_vocabulary,
+                       help="one vocabulary of --target-vocab-size entries for both languages, "
+                       "learned from both sides; with --transformer-tie-embeddings the "
+                       "Transformer's encoder reads the tied matrix too (default: "
+                       f"{'shared' if defaults.shared_vocabulary else 'one per language'})")
 
 
 def add_recipe_flags(group, defaults: Seq2SeqConfig) -> None:

@@ -143,6 +143,13 @@ class Seq2SeqConfig:
     # the saved config records the result.
     source_vocab_size: int | None = None
     target_vocab_size: int | None = None
+    # One vocabulary for both languages, learned from the source and target sides of the
+    # training split together, of `target_vocab_size` entries (the source's size is then the
+    # same; names, numbers and cognates get the same ids on both sides). With
+    # `transformer_tie_embeddings` the Transformer's encoder reads the tied matrix too: one
+    # matrix embeds source and target tokens and makes the logits (Vaswani et al. 2017,
+    # section 3.4). Off: in 30 minutes it translates worse (docs/transformer.md).
+    shared_vocabulary: bool = False
     # Longest source / target in tokens after standardization. Training pairs longer than this
     # are dropped (and counted); a longer sentence to translate is truncated with a warning.
     # The target length counts the [START] and [END] markers.
@@ -309,7 +316,14 @@ class Seq2SeqConfig:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}.")
         if self.tokenizer not in TOKENIZERS:
             raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}.")
+        if self.shared_vocabulary and self.source_vocab_size not in (None, self.target_vocab_size):
+            raise ValueError(
+                "a shared vocabulary has one size, target_vocab_size: leave source_vocab_size "
+                f"unset (got {self.source_vocab_size} and {self.target_vocab_size})."
+            )
         default_sizes = DEFAULT_VOCAB_SIZES[self.tokenizer]
+        if self.shared_vocabulary:
+            default_sizes = (self.target_vocab_size or default_sizes[1],) * 2
         for name, default in zip(("source_vocab_size", "target_vocab_size"), default_sizes):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, default)

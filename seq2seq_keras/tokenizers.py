@@ -243,10 +243,14 @@ def build_vocabularies(
     pairs: list[tuple[str, str]], config: Seq2SeqConfig
 ) -> tuple[list[str], list[str]]:
     """Source and target vocabularies of `pairs` (the training split), of `config.tokenizer`'s
-    kind and sized by `config`; the target's includes `[START]` and `[END]`."""
+    kind and sized by `config`; the target's includes `[START]` and `[END]`. With
+    `config.shared_vocabulary`, one vocabulary learned from both sides is both."""
     build = learn_wordpiece_vocabulary if config.tokenizer == "wordpiece" else build_vocabulary
     sources = [source for source, _ in pairs]
     targets = [target for _, target in pairs]
+    if config.shared_vocabulary:
+        shared = build(sources + targets, config.target_vocab_size, reserved=(START_TOKEN, END_TOKEN))
+        return shared, shared
     return (
         build(sources, config.source_vocab_size),
         build(targets, config.target_vocab_size, reserved=(START_TOKEN, END_TOKEN)),

@@ -81,11 +81,11 @@ def build_transformer_model(config: Seq2SeqConfig) -> keras.Model:
     )
 
     # === Layers ===
-    encoder_embedding = keras.layers.Embedding(config.source_vocab_size, width, name=ENCODER_EMBEDDING)
+    decoder_embedding = target_embedding(config)
+    encoder_embedding = source_embedding(config, decoder_embedding)
     encoder_positions = PositionalEncoding(dropout, name=ENCODER_POSITIONS)
     encoder_blocks = [EncoderBlock(**block_sizes, name=name) for name in encoder_names]
     encoder_norm = keras.layers.LayerNormalization(epsilon=NORM_EPSILON, name=ENCODER_NORM)
-    decoder_embedding = target_embedding(config)
     decoder_positions = PositionalEncoding(dropout, name=DECODER_POSITIONS)
     decoder_blocks = [DecoderBlock(**block_sizes, name=name) for name in decoder_names]
     decoder_norm = keras.layers.LayerNormalization(epsilon=NORM_EPSILON, name=DECODER_NORM)
@@ -112,6 +112,20 @@ def build_transformer_model(config: Seq2SeqConfig) -> keras.Model:
     model = Seq2SeqModel([source_ids, decoder_input_ids], probabilities, name="seq2seq_transformer")
     compile_model(model, config)
     return model
+
+
+def shares_all_embeddings(config: Seq2SeqConfig) -> bool:
+    """Whether one matrix embeds source and target tokens and makes the logits: a shared
+    vocabulary with tied embeddings (`config.shared_vocabulary`)."""
+    return config.shared_vocabulary and config.transformer_tie_embeddings
+
+
+def source_embedding(config: Seq2SeqConfig, decoder_embedding) -> keras.layers.Embedding:
+    """The encoder's embedding: its own, or the decoder's tied one (`shares_all_embeddings`),
+    which the model then calls on both sides under the decoder's name."""
+    if shares_all_embeddings(config):
+        return decoder_embedding
+    return keras.layers.Embedding(config.source_vocab_size, config.transformer_width, name=ENCODER_EMBEDDING)
 
 
 def target_embedding(config: Seq2SeqConfig) -> keras.layers.Embedding:
@@ -201,8 +215,10 @@ class TransformerLayers(NamedTuple):
             numbered_layers(ENCODER_BLOCK, names), numbered_layers(DECODER_BLOCK, names)
         )
         get = training_model.get_layer
+        # With all embeddings shared, the encoder reads the decoder's (`source_embedding`).
+        encoder_embedding = ENCODER_EMBEDDING if ENCODER_EMBEDDING in names else DECODER_EMBEDDING
         return cls(
-            get(ENCODER_EMBEDDING), get(ENCODER_POSITIONS), [get(n) for n in encoder_names],
+            get(encoder_embedding), get(ENCODER_POSITIONS), [get(n) for n in encoder_names],
             get(ENCODER_NORM), get(DECODER_EMBEDDING), get(DECODER_POSITIONS),
             [get(n) for n in decoder_names], get(DECODER_NORM), get(DECODER_DENSE),
         )

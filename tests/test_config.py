@@ -57,3 +57,13 @@ def test_the_rnn_family_decays_over_the_last_fifth_and_the_transformer_over_the_
 def test_a_recipe_setting_out_of_range_is_refused(field, value):
     with pytest.raises(ValueError, match=field):
         Seq2SeqConfig(**{field: value})
+
+
+def test_a_shared_vocabulary_has_one_size_for_both_sides():
+    assert Seq2SeqConfig(shared_vocabulary=True).source_vocab_size == 8000
+    shared = Seq2SeqConfig(shared_vocabulary=True, target_vocab_size=6000)
+    assert (shared.source_vocab_size, shared.target_vocab_size) == (6000, 6000)
+    assert Seq2SeqConfig.from_json(shared.to_json()) == shared  # reloads as it was saved
+    assert not Seq2SeqConfig.from_json('{"units": 8}').shared_vocabulary
+    with pytest.raises(ValueError, match="one size"):
+        Seq2SeqConfig(shared_vocabulary=True, source_vocab_size=5000, target_vocab_size=6000)

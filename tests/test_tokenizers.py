@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from seq2seq_keras import tokenizers
+from seq2seq_keras.config import Seq2SeqConfig
 from seq2seq_keras.text import END_ID, PAD_ID, START_ID, UNK_ID
 
 from conftest import TINY_PAIRS
@@ -104,3 +105,21 @@ def test_a_learned_vocabulary_keeps_every_character_within_its_budget(monkeypatc
     assert UNK_ID not in spelled.flat_values.numpy()
     with pytest.raises(tokenizers.VocabularyError, match="vocabulary size 40"):
         tokenizers.learn_wordpiece_vocabulary(sentences, 40)
+
+
+def test_a_shared_vocabulary_is_learned_from_both_languages_and_spells_both():
+    config = Seq2SeqConfig(target_vocab_size=400, shared_vocabulary=True)
+    source_vocabulary, target_vocabulary = tokenizers.build_vocabularies(TINY_PAIRS, config)
+    assert source_vocabulary == target_vocabulary
+    assert target_vocabulary[:4] == ["", "[UNK]", "[START]", "[END]"]
+    assert len(target_vocabulary) <= config.target_vocab_size == config.source_vocab_size
+    shared = tokenizers.WordPieceTokenizer(target_vocabulary)
+    for side in (0, 1):
+        sentences = [pair[side] for pair in TINY_PAIRS]
+        spelled = shared.tokenize(tf.constant(sentences))
+        assert UNK_ID not in spelled.flat_values.numpy()
+        assert texts(shared.detokenize(spelled.to_tensor())) == texts(
+            shared.standardize(tf.constant(sentences)))
+    # A name written the same way in both languages gets the same ids on both sides.
+    english, spanish = ("Tom is here.", "Tom está aquí.")
+    assert shared.tokenize(tf.constant([english]))[0, 0] == shared.tokenize(tf.constant([spanish]))[0, 0]

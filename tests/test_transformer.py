@@ -83,12 +83,26 @@ def tied_transformer(tiny_config):
     return tiny, history["loss"]
 
 
-@pytest.fixture(scope="module", params=["untied", "tied"])
+@pytest.fixture(scope="module")
+def shared_transformer(tiny_config):
+    """The tied twin with one vocabulary for both languages, whose encoder reads the tied
+    matrix too, trained the same steps, and its losses."""
+    config = dataclasses.replace(
+        tiny_config, **TINY_TRANSFORMER, transformer_tie_embeddings=True, output_projection_dim=0,
+        shared_vocabulary=True,
+    )
+    tiny = build_tiny(config, TINY_PAIRS, epochs=0)
+    dataset = pipeline.make_dataset(tiny.tokens, config, shuffle=True).cache()
+    history = tiny.model.fit(dataset, epochs=TRAINING_STEPS, verbose=0).history
+    return tiny, history["loss"]
+
+
+@pytest.fixture(scope="module", params=["untied", "tied", "shared"])
 def any_tiny(request):
-    """The tiny Transformer, then its tied-embedding twin: the tests that take this fixture
-    hold for both output layers."""
-    if request.param == "tied":
-        return request.getfixturevalue("tied_transformer")[0]
+    """The tiny Transformer, its tied-embedding twin, and the twin whose one matrix embeds
+    both languages: the tests that take this fixture hold for every way of embedding."""
+    if request.param in ("tied", "shared"):
+        return request.getfixturevalue(f"{request.param}_transformer")[0]
     return request.getfixturevalue("tiny")
 
 
@@ -194,6 +208,33 @@ def test_a_tied_decoder_embedding_is_the_output_layers_matrix(tied_transformer):
     assert losses[-1] < losses[0] - 1.0, f"loss {losses[0]:.2f} → {losses[-1]:.2f}"
 
 
+def test_a_shared_vocabulary_and_tied_embeddings_make_one_matrix_for_all_three(
+    shared_transformer, tied_transformer
+):
+    shared, losses = shared_transformer
+    assert shared.source_vocabulary == shared.target_vocabulary
+    names = {layer.name for layer in shared.model.layers}
+    assert "encoder_embedding" not in names and "decoder_embedding" in names
+    layers = transformer.TransformerLayers.find(shared.model)
+    assert layers.encoder_embedding is layers.decoder_embedding
+    # One matrix fewer than the tied twin, whose vocabularies have the same sizes.
+    tied = tied_transformer[0].model
+    vocab, width = shared.config.source_vocab_size, shared.config.transformer_width
+    assert tied.count_params() - shared.model.count_params() == vocab * width
+    assert losses[-1] < losses[0] / 2
+    # Changing the matrix changes what the encoder reads: the translation of a source moves.
+    source_ids = padded(shared.tokens.source_ids)[:2]
+    memory = keras.Model(shared.model.inputs[0], shared.model.get_layer("encoder_norm").output)
+    before = memory(source_ids).numpy()
+    matrix = layers.decoder_embedding.embeddings
+    saved = matrix.numpy()
+    matrix.assign(saved * 2.0)
+    try:
+        assert not np.allclose(memory(source_ids).numpy(), before)
+    finally:
+        matrix.assign(saved)
+
+
 def test_tied_embeddings_need_no_output_projection():
     with pytest.raises(ValueError, match="output_projection_dim=0"):
         Seq2SeqConfig(architecture="transformer", transformer_tie_embeddings=True,
@@ -202,6 +243,9 @@ def test_tied_embeddings_need_no_output_projection():
                                       "--transformer-tie-embeddings"])
     assert config_from_args(args).transformer_tie_embeddings
     assert not Seq2SeqConfig.from_json('{"architecture": "transformer"}').transformer_tie_embeddings
+    args = build_parser().parse_args(["train", "--architecture", "transformer",
+                                      "--transformer-tie-embeddings", "--shared-vocabulary"])
+    assert transformer.shares_all_embeddings(config_from_args(args))
 
 
 def test_the_dropout_default_follows_the_precision_the_model_trains_in(tiny_config, tmp_path):
