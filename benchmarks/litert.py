@@ -131,7 +131,7 @@ def probe_memory(kind: str, path: Path, sentences: list[str]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main(argv=None) -> int:
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model-dir", default="runs/eng_spa")
     parser.add_argument("--data", help="pairs file (default: $SEQ2SEQ_DATA or the download)")
@@ -141,61 +141,63 @@ def main(argv=None) -> int:
     parser.add_argument("--latency-calls", type=int, default=200)
     parser.add_argument("--decode-precision", choices=DECODE_PRECISIONS, default="float32",
                         help="the SavedModel's decoding precision (default: float32)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    trained = load_trained_model(args.model_dir)
-    trained = trained.with_decode_precision(args.decode_precision)
-    data_file = data_lib.resolve_data_file(args.data)
-    references = compare.held_out_references(trained.config, data_file, ("test",))
-    sources = list(references)[: args.sources or None]
-    reference_lists = [references[source] for source in sources]
-    export_root = Path(args.export_dir or tempfile.mkdtemp(prefix="litert-benchmark-"))
-    print(f"model {args.model_dir} ({trained.config.tokenizer}, units {trained.config.units}); "
-          f"{len(sources)} test sources; exports in {export_root}")
 
-    # 1. The exports.
-    saved_model_dir = export.export_saved_model(trained, "benchmark", export_root)
-    lite_dirs = {
-        quantize: export_litert(trained, "benchmark", export_root, quantize=quantize)
-        for quantize in ("none", "int8")
-    }
-    served = tf.saved_model.load(str(saved_model_dir))
-    lite = {quantize: LiteTranslator(path) for quantize, path in lite_dirs.items()}
+class Exports:
+    """The SavedModel and the float and int8 LiteRT exports of one trained model, loaded."""
 
-    def served_translate(sentences, beam_width=1):
+    def __init__(self, trained, export_root: Path):
+        self.saved_model_dir = export.export_saved_model(trained, "benchmark", export_root)
+        self.lite_dirs = {
+            quantize: export_litert(trained, "benchmark", export_root, quantize=quantize)
+            for quantize in ("none", "int8")
+        }
+        self.served = tf.saved_model.load(str(self.saved_model_dir))
+        self.lite = {quantize: LiteTranslator(path) for quantize, path in self.lite_dirs.items()}
+
+    def served_translate(self, sentences, beam_width=1) -> list[str]:
         batch = tf.constant(sentences, tf.string)
         if beam_width == 1:
-            out = served.signatures[SERVING_SIGNATURE](sentences=batch)
+            out = self.served.signatures[SERVING_SIGNATURE](sentences=batch)
         else:
-            out = served.signatures[BEAM_SIGNATURE](sentences=batch, beam_width=tf.constant(beam_width))
+            out = self.served.signatures[BEAM_SIGNATURE](
+                sentences=batch, beam_width=tf.constant(beam_width))
         return [text.decode("utf-8") for text in out["translations"].numpy()]
 
-    # 2. Translations, agreement and BLEU.
+    def megabytes(self) -> dict[str, float]:
+        files = (p for p in self.saved_model_dir.rglob("*") if p.is_file())
+        sizes = {"SavedModel": sum(p.stat().st_size for p in files)}
+        for quantize, path in self.lite_dirs.items():
+            sizes[f"LiteRT {quantize}"] = (path / MODEL_FILENAME).stat().st_size
+        return {name: size / MEGABYTE for name, size in sizes.items()}
+
+
+def print_agreement(exports: Exports, sources: list[str], reference_lists) -> None:
+    """2. Every export's translations of the test sources: agreement, BLEU and size."""
     outputs = {"SavedModel": []}
     for start in range(0, len(sources), BATCH_SIZE):
-        outputs["SavedModel"] += served_translate(sources[start : start + BATCH_SIZE])
-    for quantize, translator in lite.items():
+        outputs["SavedModel"] += exports.served_translate(sources[start : start + BATCH_SIZE])
+    for quantize, translator in exports.lite.items():
         outputs[f"LiteRT {quantize}"] = translator.translate(sources, batch_size=BATCH_SIZE)
-    sizes = {"SavedModel": sum(p.stat().st_size for p in saved_model_dir.rglob("*") if p.is_file())}
-    for quantize, path in lite_dirs.items():
-        sizes[f"LiteRT {quantize}"] = (path / MODEL_FILENAME).stat().st_size
+    sizes = exports.megabytes()
     baseline = outputs["SavedModel"]
     print(f"\n{'export':<16}{'same as SavedModel':>20}{'test BLEU':>11}{'MB':>9}{'x float':>9}")
     for name, translations in outputs.items():
         same = np.mean([a == b for a, b in zip(translations, baseline)])
         bleu = evaluate.corpus_scores(translations, reference_lists).bleu
-        size_ratio = sizes[name] / sizes["LiteRT none"]
-        print(f"{name:<16}{same:>19.2%} {bleu:>10.2f}{sizes[name] / MEGABYTE:>9.1f}"
-              f"{size_ratio:>9.2f}")
+        print(f"{name:<16}{same:>19.2%} {bleu:>10.2f}{sizes[name]:>9.1f}"
+              f"{sizes[name] / sizes['LiteRT none']:>9.2f}")
 
-    # 3. One sentence per call.
-    sample = spread_over_lengths(sources, args.latency_calls)
+
+def print_latencies(exports: Exports, sample: list[str]) -> None:
+    """3. One sentence per call, greedy and beam, each export against the SavedModel."""
     rows = []
     for beam_width in (1, BEAM_WIDTH):
         search = "greedy" if beam_width == 1 else f"beam {beam_width}"
         rows.append((f"SavedModel {search}", latencies(
-            lambda s: served_translate([s], beam_width), sample)))
-        for quantize, translator in lite.items():
+            lambda s: exports.served_translate([s], beam_width), sample)))
+        for quantize, translator in exports.lite.items():
             rows.append((f"LiteRT {quantize} {search}", latencies(
                 lambda s, t=translator: t.translate([s], beam_width=beam_width), sample)))
     print(f"\none sentence per call ({len(sample)} calls, sources spread over all lengths)")
@@ -207,24 +209,47 @@ def main(argv=None) -> int:
         baselines.setdefault(search, p50)
         print(f"{name:<28}{p50:>9.2f}{p95:>9.2f}{p50 / baselines[search]:>11.2f}")
 
-    # 4. Memory of a process that translates.
+
+def print_memory(exports: Exports, sample: list[str]) -> None:
+    """4. Peak memory of a fresh process that translates, with TensorFlow and without."""
     print(f"\npeak RSS of a fresh process translating {len(sample)} sentences one by one")
     memory = {
-        "SavedModel (TensorFlow)": probe_memory("savedmodel", saved_model_dir, sample),
-        "LiteRT float (no TensorFlow)": probe_memory("litert", lite_dirs["none"], sample),
-        "LiteRT int8 (no TensorFlow)": probe_memory("litert", lite_dirs["int8"], sample),
+        "SavedModel (TensorFlow)": probe_memory("savedmodel", exports.saved_model_dir, sample),
+        "LiteRT float (no TensorFlow)": probe_memory("litert", exports.lite_dirs["none"], sample),
+        "LiteRT int8 (no TensorFlow)": probe_memory("litert", exports.lite_dirs["int8"], sample),
     }
     base_mb = memory["SavedModel (TensorFlow)"]["peak_mb"]
     for name, probe in memory.items():
         print(f"{name:<30}{probe['peak_mb']:>9.0f} MB{probe['peak_mb'] / base_mb:>8.2f}"
               f"   tensorflow imported: {probe['tensorflow_imported']}")
 
-    # 5. Installed size.
+
+def print_installed_size() -> None:
+    """5. What installing the LiteRT runtime costs against TensorFlow's packages."""
     runtime_mb, runtime_packages = installed_megabytes(RUNTIME_PACKAGES)
     baseline_mb, _ = installed_megabytes(BASELINE_PACKAGES)
     print(f"\ninstalled: LiteRT runtime {runtime_mb:.0f} MB ({', '.join(runtime_packages)}); "
           f"TensorFlow, tensorflow-text and Keras {baseline_mb:.0f} MB "
           f"(ratio {runtime_mb / baseline_mb:.3f})")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    trained = load_trained_model(args.model_dir)
+    trained = trained.with_decode_precision(args.decode_precision)
+    data_file = data_lib.resolve_data_file(args.data)
+    references = compare.held_out_references(trained.config, data_file, ("test",))
+    sources = list(references)[: args.sources or None]
+    export_root = Path(args.export_dir or tempfile.mkdtemp(prefix="litert-benchmark-"))
+    print(f"model {args.model_dir} ({trained.config.tokenizer}, units {trained.config.units}); "
+          f"{len(sources)} test sources; exports in {export_root}")
+
+    exports = Exports(trained, export_root)  # 1. the exports
+    print_agreement(exports, sources, [references[source] for source in sources])
+    sample = spread_over_lengths(sources, args.latency_calls)
+    print_latencies(exports, sample)
+    print_memory(exports, sample)
+    print_installed_size()
     return 0
 
 
