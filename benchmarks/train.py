@@ -39,6 +39,8 @@ Variants (`--variants`, comma-separated; the default runs `plain,padded,default`
                   cross-entropy instead of one cross-entropy against smoothed targets
     fine_buckets  the default with a length bucket for every length up to 16 (less padding)
     projection128 the default with a narrower factorized output layer (128 instead of 256)
+    both_sides    the default with batches grouped by the source's and the target's length
+                  buckets both (`--bucket-by both`) instead of the longer side's
 
 With `--breakdown` every variant also times, on the same batch shapes, where a step's time goes:
 the output projection with the loss (forward and backward of the softmax layer and the loss on
@@ -104,6 +106,7 @@ class Variant:
     two_term_smoothing: bool = False  # label smoothing's uniform term computed apart
     output_projection_dim: int | None = None  # None: the config's default
     bucket_boundaries: tuple[int, ...] = ()  # other length-bucket boundaries (pipeline's default)
+    bucket_by: str = "longer"  # "both": buckets of both sides' lengths (`config.bucket_by`)
 
 
 VARIANTS = {
@@ -136,6 +139,8 @@ VARIANTS = {
                             bucket_boundaries=(*range(3, 17), 18, 20, 24, 32, 48)),
     "projection128": Variant("default with a narrower output projection (128)",
                              output_projection_dim=128),
+    "both_sides": Variant("default, batches grouped by both sides' length buckets",
+                          bucket_by="both"),
 }
 NAME_WIDTH = max(map(len, VARIANTS))  # the tables' first column
 
@@ -373,12 +378,13 @@ def run_variant(args) -> dict:
 
 def variant_config(variant: Variant, config: Seq2SeqConfig | None = None) -> Seq2SeqConfig:
     """`config` (default: `Seq2SeqConfig()`) with the variant's batch size, precision, XLA
-    setting, and its output layer and label smoothing where it sets them."""
+    setting and bucketing, and its output layer and label smoothing where it sets them."""
     config = dataclasses.replace(
         config or Seq2SeqConfig(),
         batch_size=variant.batch_size,
         precision=train_lib.resolve_precision(variant.precision),
         jit_compile=variant.jit_compile,
+        bucket_by=variant.bucket_by,
     )
     if variant.output_projection_dim is not None:
         config = dataclasses.replace(config, output_projection_dim=variant.output_projection_dim)

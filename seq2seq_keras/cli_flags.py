@@ -14,6 +14,7 @@ import sys
 from seq2seq_keras.config import (
     ARCHITECTURES,
     ATTENTIONS,
+    BUCKETINGS,
     CELLS,
     DEFAULT_BEAM_WIDTH,
     DEFAULT_DECAY_SHARES,
@@ -198,6 +199,10 @@ def add_recipe_flags(group, defaults: Seq2SeqConfig) -> None:
     """The optimizer's batch, learning rate and schedule, and the loss's label smoothing."""
     group.add_argument("--batch-size", type=int, default=defaults.batch_size,
                        help=f"sentence pairs per batch (default: {defaults.batch_size})")
+    group.add_argument("--bucket-by", choices=BUCKETINGS, default=defaults.bucket_by,
+                       help="batch pairs by the length of their longer side, or by the "
+                       "lengths of both sides (less padding) (default: "
+                       f"{defaults.bucket_by})")
     group.add_argument("--learning-rate", type=float, default=None,
                        help="Adam learning rate (default: 2e-3, or 1e-3 for the Transformer)")
     group.add_argument("--learning-rate-schedule", default=defaults.learning_rate_schedule,

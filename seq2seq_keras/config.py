@@ -24,6 +24,7 @@ DECODE_PRECISIONS = ("auto", "float32", "bfloat16")  # see `decode_precision` be
 STRATEGIES = ("default", "mirrored", "multiworker")  # tf.distribute (seq2seq_keras.distribute)
 LEARNING_RATE_SCHEDULES = ("constant", "cosine")  # see `learning_rate_schedule` below
 TOKENIZERS = ("word", "wordpiece")  # how text becomes tokens (seq2seq_keras.tokenizers)
+BUCKETINGS = ("longer", "both")  # how batches group pairs by length (seq2seq_keras.pipeline)
 # (source, target) vocabulary sizes when a config names none, per tokenizer. WordPiece spells
 # rare words from pieces, so 8,000 pieces a side lose nothing and keep the output projection,
 # the largest matmul of every training and decoding step, small; words need more entries,
@@ -223,6 +224,11 @@ class Seq2SeqConfig:
 
     # --- Training ----------------------------------------------------------------------
     batch_size: int = 128
+    # How a batch groups pairs by length. "longer" (the default): by the length bucket of the
+    # longer side. "both": by the pair of buckets of the source's and the target's lengths, so
+    # neither side is padded to lengths only the other side needs: less padding, more buckets
+    # (`pipeline.batch_by_length`; docs/training.md measures the step).
+    bucket_by: str = "longer"
     # Adam's step size. None (the default) resolves to the architecture's entry in
     # DEFAULT_LEARNING_RATES: for the LSTM, 2e-3 reaches a lower validation loss within the
     # 30-minute budget than Keras' default 1e-3 (docs/training.md); clipnorm keeps it stable.
@@ -316,6 +322,8 @@ class Seq2SeqConfig:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}.")
         if self.tokenizer not in TOKENIZERS:
             raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}.")
+        if self.bucket_by not in BUCKETINGS:
+            raise ValueError(f"bucket_by must be one of {BUCKETINGS}, got {self.bucket_by!r}.")
         if self.shared_vocabulary and self.source_vocab_size not in (None, self.target_vocab_size):
             raise ValueError(
                 "a shared vocabulary has one size, target_vocab_size: leave source_vocab_size "

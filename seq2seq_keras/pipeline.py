@@ -53,6 +53,28 @@ def pair_buckets(config: Seq2SeqConfig) -> list[int]:
     return length_buckets(max(config.max_source_length, config.max_target_length))
 
 
+def bucket_keys(source_lengths, target_lengths, config: Seq2SeqConfig) -> np.ndarray:
+    """The bucket of every pair, as `batch_by_length` groups them (`config.bucket_by`): the
+    longer side's length bucket, or one key for each pair of source and target buckets."""
+    boundaries = pair_buckets(config)
+    if config.bucket_by == "both":
+        source = np.searchsorted(boundaries, source_lengths, side="right")
+        target = np.searchsorted(boundaries, target_lengths, side="right")
+        return source * (len(boundaries) + 1) + target
+    return np.searchsorted(boundaries, np.maximum(source_lengths, target_lengths), side="right")
+
+
+def both_sides_key(boundaries: list[int]):
+    """`(source_ids, target_ids) → key` of the pair's source bucket and target bucket, for
+    `group_by_window` (a length's bucket: how many boundaries are at most that length)."""
+    limits = tf.constant(boundaries, tf.int32, shape=[len(boundaries)])
+
+    def bucket(ids):
+        return tf.reduce_sum(tf.cast(limits <= tf.shape(ids)[0], tf.int64))
+
+    return lambda source, target: bucket(source) * (len(boundaries) + 1) + bucket(target)
+
+
 def batch_by_length(
     pair_ids: tf.data.Dataset, config: Seq2SeqConfig, shuffle_seed: int | tf.Tensor | None
 ) -> tf.data.Dataset:
@@ -65,13 +87,20 @@ def batch_by_length(
     shuffled too, because buckets fill at different rates; `None` keeps their order.
     """
     boundaries = pair_buckets(config)
-    dataset = pair_ids.bucket_by_sequence_length(
-        element_length_func=lambda source, target: tf.maximum(
-            tf.shape(source)[0], tf.shape(target)[0]
-        ),
-        bucket_boundaries=boundaries,
-        bucket_batch_sizes=[config.batch_size] * (len(boundaries) + 1),
-    )
+    if config.bucket_by == "both":
+        dataset = pair_ids.group_by_window(
+            key_func=both_sides_key(boundaries),
+            reduce_func=lambda key, window: window.padded_batch(config.batch_size),
+            window_size=config.batch_size,
+        )
+    else:
+        dataset = pair_ids.bucket_by_sequence_length(
+            element_length_func=lambda source, target: tf.maximum(
+                tf.shape(source)[0], tf.shape(target)[0]
+            ),
+            bucket_boundaries=boundaries,
+            bucket_batch_sizes=[config.batch_size] * (len(boundaries) + 1),
+        )
     if shuffle_seed is not None:
         dataset = dataset.shuffle(BATCH_SHUFFLE_BUFFER, seed=shuffle_seed)
     return dataset.map(teacher_forcing_pair, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
@@ -161,12 +190,11 @@ def epoch_batches(
 def count_batches(pairs: TextPairs, config: Seq2SeqConfig, num_replicas: int = 1) -> int:
     """Batches in one `epoch_batches` epoch, from the pairs' lengths, without tokenizing.
 
-    Fixed by the lengths, not by the order: each length bucket of `n` pairs gives
+    Fixed by the lengths, not by the order: each bucket of `n` pairs (`bucket_keys`) gives
     `n // batch_size` full batches and, at the epoch's end, one partial batch of the rest,
     which survives the even split over the replicas when it has a pair for every replica.
     """
-    lengths = np.maximum(pairs.source_lengths, pairs.target_lengths)  # what bucketing sorts by
-    bucket_sizes = np.bincount(np.searchsorted(pair_buckets(config), lengths, side="right"))
+    bucket_sizes = np.bincount(bucket_keys(pairs.source_lengths, pairs.target_lengths, config))
     full, rest = np.divmod(bucket_sizes, config.batch_size)
     return int(np.sum(full) + np.count_nonzero(rest >= num_replicas))
 

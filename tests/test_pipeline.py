@@ -122,6 +122,32 @@ def test_batches_are_grouped_by_length(spa_eng_path):
     assert padding / (real + padding) < 0.15
 
 
+def test_bucketing_by_both_sides_pads_less_and_keeps_every_pair(corpus):
+    config, pairs, vocabularies = corpus
+    streamed = text_pairs(pairs, vocabularies, config)
+    boundaries = pipeline.pair_buckets(config)
+
+    def padding_and_pairs(bucket_by: str):
+        batches = pipeline.epoch_batches(
+            streamed, dataclasses.replace(config, bucket_by=bucket_by), shuffle=True)
+        real = computed = 0
+        for (source_ids, decoder_input_ids), _ in batches:
+            # A target's bucket is that of its whole `[START] … [END]`, one longer than the
+            # decoder's input.
+            for ids, marker in ((source_ids, 0), (decoder_input_ids, 1)):
+                lengths = tf.math.count_nonzero(ids, axis=1).numpy()
+                real, computed = real + lengths.sum(), computed + ids.numpy().size
+                if bucket_by == "both":  # every row of a side in the same length bucket
+                    buckets = np.searchsorted(boundaries, lengths + marker, side="right")
+                    assert len(set(buckets)) == 1
+        return 1 - real / computed, pairs_in(batches)
+
+    longer_padding, longer_pairs = padding_and_pairs("longer")
+    both_padding, both_pairs = padding_and_pairs("both")
+    assert both_pairs == longer_pairs
+    assert both_padding < 0.75 * longer_padding
+
+
 def test_length_buckets_stop_below_the_longest_sentence():
     assert pipeline.length_buckets(12) == [4, 6, 8, 10]
     assert pipeline.length_buckets(64)[-1] == 48
@@ -156,12 +182,15 @@ def test_epochs_come_in_different_orders_fixed_by_the_seed(corpus):
     assert first_targets(1) != first_targets(1, seed=config.seed + 1)
 
 
-@pytest.mark.parametrize("batch_size, num_replicas", [(64, 1), (50, 1), (64, 3), (10, 4)])
+@pytest.mark.parametrize("batch_size, num_replicas, bucket_by", [
+    (64, 1, "longer"), (50, 1, "longer"), (64, 3, "longer"), (10, 4, "longer"),
+    (64, 1, "both"), (10, 4, "both"),
+])
 def test_count_batches_from_lengths_equals_the_batches_of_an_epoch(
-    corpus, batch_size, num_replicas
+    corpus, batch_size, num_replicas, bucket_by
 ):
     config, pairs, vocabularies = corpus
-    config = dataclasses.replace(config, batch_size=batch_size)
+    config = dataclasses.replace(config, batch_size=batch_size, bucket_by=bucket_by)
     streamed = text_pairs(pairs, vocabularies, config)
     batches = pipeline.epoch_batches(streamed, config, shuffle=True, num_replicas=num_replicas)
     assert pipeline.count_batches(streamed, config, num_replicas) == len(list(batches))
