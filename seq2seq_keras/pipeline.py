@@ -64,6 +64,13 @@ def bucket_keys(source_lengths, target_lengths, config: Seq2SeqConfig) -> np.nda
     return np.searchsorted(boundaries, np.maximum(source_lengths, target_lengths), side="right")
 
 
+def leftover_key(keys, config: Seq2SeqConfig):
+    """The key a pair of both-sides bucket `keys` takes when it is left over: its longer side's
+    bucket (the larger of its two buckets), numbered after every both-sides key."""
+    buckets = len(pair_buckets(config)) + 1
+    return buckets * buckets + tf.maximum(keys // buckets, keys % buckets)
+
+
 def both_sides_key(boundaries: list[int]):
     """`(source_ids, target_ids) → key` of the pair's source bucket and target bucket, for
     `group_by_window` (a length's bucket: how many boundaries are at most that length)."""
@@ -75,22 +82,55 @@ def both_sides_key(boundaries: list[int]):
     return lambda source, target: bucket(source) * (len(boundaries) + 1) + bucket(target)
 
 
+def merged_keys(keys: tf.Tensor, config: Seq2SeqConfig) -> tf.Tensor:
+    """`keys` (both-sides buckets of the pairs in an epoch's order), with every bucket's last
+    `size % batch_size` pairs moved to their `leftover_key`.
+
+    Grouped by both sides' buckets alone, each of the ~80 buckets ends the epoch with a partial
+    batch, some of a few pairs, each a full optimizer step on a noisy gradient. Moved to the
+    longer side's bucket, the leftovers of several buckets fill whole batches together, as
+    `bucket_by="longer"` would have batched them.
+    """
+    keys = tf.cast(keys, tf.int64)
+    order = tf.cast(tf.argsort(keys, stable=True), tf.int64)
+    sorted_keys = tf.gather(keys, order)
+    first_of_key = tf.searchsorted(
+        sorted_keys[tf.newaxis], sorted_keys[tf.newaxis], out_type=tf.int64
+    )
+    rank_in_order = tf.range(tf.size(keys, tf.int64)) - first_of_key[0]
+    rank = tf.scatter_nd(order[:, tf.newaxis], rank_in_order, tf.shape(keys, tf.int64))
+    sizes = tf.gather(tf.math.bincount(keys, dtype=tf.int64), keys)
+    full = sizes // config.batch_size * config.batch_size
+    return tf.where(rank < full, keys, leftover_key(keys, config))
+
+
 def batch_by_length(
-    pair_ids: tf.data.Dataset, config: Seq2SeqConfig, shuffle_seed: int | tf.Tensor | None
+    pair_ids: tf.data.Dataset,
+    config: Seq2SeqConfig,
+    shuffle_seed: int | tf.Tensor | None,
+    keys: tf.Tensor | None = None,
 ) -> tf.data.Dataset:
     """Batches of `((source_ids, decoder_input_ids), target_ids)`, right-padded with 0.
 
     `pair_ids` yields `(source_ids, target_ids)` one pair at a time, targets in `[START] …
-    [END]`. Pairs of similar length (the longer side, `bucket_by_sequence_length`) are batched
-    together, so a batch of short sentences is not padded to the length of a long one: padding
-    costs compute in every LSTM step and softmax. With a `shuffle_seed`, whole batches are
-    shuffled too, because buckets fill at different rates; `None` keeps their order.
+    [END]`. Pairs of similar length are batched together, so a batch of short sentences is not
+    padded to the length of a long one: padding costs compute in every LSTM step and softmax.
+    `config.bucket_by` says which length: the longer side's (`bucket_by_sequence_length`), or
+    both sides' (`group_by_window` on the pair's `keys`, one per pair in `pair_ids`' order,
+    `merged_keys`; without them, each pair's `both_sides_key`). With a `shuffle_seed`, whole
+    batches are shuffled too, because buckets fill at different rates; `None` keeps their order.
     """
     boundaries = pair_buckets(config)
     if config.bucket_by == "both":
-        dataset = pair_ids.group_by_window(
-            key_func=both_sides_key(boundaries),
-            reduce_func=lambda key, window: window.padded_batch(config.batch_size),
+        if keys is None:
+            keyed = pair_ids.map(lambda *pair: (pair, both_sides_key(boundaries)(*pair)))
+        else:
+            keyed = tf.data.Dataset.zip(pair_ids, tf.data.Dataset.from_tensor_slices(keys))
+        dataset = keyed.group_by_window(
+            key_func=lambda pair, key: key,
+            reduce_func=lambda key, window: window.map(lambda pair, _: pair).padded_batch(
+                config.batch_size
+            ),
             window_size=config.batch_size,
         )
     else:
@@ -176,7 +216,11 @@ def epoch_batches(
         shuffle_seed = config.seed + tf.cast(epoch, tf.int64)
     else:
         order, shuffle_seed = tf.range(len(pairs), dtype=tf.int64), None
-    dataset = batch_by_length(streamed_pair_ids(pairs, order), config, shuffle_seed)
+    keys = None
+    if config.bucket_by == "both":
+        pair_keys = bucket_keys(pairs.source_lengths, pairs.target_lengths, config)
+        keys = merged_keys(tf.gather(pair_keys, order), config)
+    dataset = batch_by_length(streamed_pair_ids(pairs, order), config, shuffle_seed, keys)
     if num_replicas == 1:
         return dataset
 
@@ -193,8 +237,18 @@ def count_batches(pairs: TextPairs, config: Seq2SeqConfig, num_replicas: int = 1
     Fixed by the lengths, not by the order: each bucket of `n` pairs (`bucket_keys`) gives
     `n // batch_size` full batches and, at the epoch's end, one partial batch of the rest,
     which survives the even split over the replicas when it has a pair for every replica.
+    Grouped by both sides, a bucket's rest first joins its `leftover_key`'s bucket.
     """
-    bucket_sizes = np.bincount(bucket_keys(pairs.source_lengths, pairs.target_lengths, config))
+    keys = bucket_keys(pairs.source_lengths, pairs.target_lengths, config)
+    bucket_sizes = np.bincount(keys)
+    if config.bucket_by == "both":
+        buckets = np.arange(len(bucket_sizes))
+        rest = bucket_sizes % config.batch_size
+        bucket_sizes = bucket_sizes - rest
+        bucket_sizes = np.bincount(
+            np.concatenate([buckets, leftover_key(tf.constant(buckets), config).numpy()]),
+            weights=np.concatenate([bucket_sizes, rest]),
+        ).astype(np.int64)
     full, rest = np.divmod(bucket_sizes, config.batch_size)
     return int(np.sum(full) + np.count_nonzero(rest >= num_replicas))
 

@@ -127,25 +127,46 @@ def test_bucketing_by_both_sides_pads_less_and_keeps_every_pair(corpus):
     streamed = text_pairs(pairs, vocabularies, config)
     boundaries = pipeline.pair_buckets(config)
 
-    def padding_and_pairs(bucket_by: str):
+    def padding_pairs_and_partials(bucket_by: str):
         batches = pipeline.epoch_batches(
             streamed, dataclasses.replace(config, bucket_by=bucket_by), shuffle=True)
-        real = computed = 0
+        real = computed = partial = 0
         for (source_ids, decoder_input_ids), _ in batches:
             # A target's bucket is that of its whole `[START] … [END]`, one longer than the
             # decoder's input.
+            sides = []
             for ids, marker in ((source_ids, 0), (decoder_input_ids, 1)):
                 lengths = tf.math.count_nonzero(ids, axis=1).numpy()
                 real, computed = real + lengths.sum(), computed + ids.numpy().size
-                if bucket_by == "both":  # every row of a side in the same length bucket
-                    buckets = np.searchsorted(boundaries, lengths + marker, side="right")
-                    assert len(set(buckets)) == 1
-        return 1 - real / computed, pairs_in(batches)
+                sides.append(np.searchsorted(boundaries, lengths + marker, side="right"))
+            partial += len(sides[0]) < config.batch_size
+            if bucket_by == "both":
+                # Every row of a side in the same bucket, or, for the pairs left over by their
+                # buckets, every row's longer side in the same bucket.
+                same_buckets = len(set(sides[0])) == len(set(sides[1])) == 1
+                assert same_buckets or len(set(np.maximum(*sides))) == 1
+        return 1 - real / computed, pairs_in(batches), partial
 
-    longer_padding, longer_pairs = padding_and_pairs("longer")
-    both_padding, both_pairs = padding_and_pairs("both")
+    longer_padding, longer_pairs, longer_partial = padding_pairs_and_partials("longer")
+    both_padding, both_pairs, both_partial = padding_pairs_and_partials("both")
     assert both_pairs == longer_pairs
     assert both_padding < 0.75 * longer_padding
+    # Leftovers are merged by the longer side: no more partial batches than its buckets.
+    assert both_partial <= len(boundaries) + 1
+    assert longer_partial <= len(boundaries) + 1
+
+
+def test_merged_keys_move_each_buckets_last_pairs_to_the_longer_sides_bucket(tiny_config):
+    config = dataclasses.replace(tiny_config, batch_size=2)
+    buckets = len(pipeline.pair_buckets(config)) + 1
+    small, mixed = 0, 1 * buckets + 2  # (source, target) buckets (0, 0) and (1, 2)
+    keys = tf.constant([small, mixed, small, small, mixed, mixed, mixed, small, small])
+    merged = pipeline.merged_keys(keys, config).numpy().tolist()
+    # Five pairs of `small`: two batches of two, the fifth (last in order) left over; four of
+    # `mixed`: two whole batches, none left over.
+    left_small = buckets * buckets + 0
+    assert merged == [small, mixed, small, small, mixed, mixed, mixed, small, left_small]
+    assert pipeline.leftover_key(tf.constant(mixed), config).numpy() == buckets * buckets + 2
 
 
 def test_length_buckets_stop_below_the_longest_sentence():
