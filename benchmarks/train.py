@@ -20,8 +20,9 @@ Variants (`--variants`, comma-separated; the default runs `plain,padded,default`
     plain         random order, every batch padded to the longest training pair, batch 64,
                   float32, Keras defaults (the pipeline of a typical tutorial)
     padded        random order, each batch padded to its own longest pair, batch 128, float32
-    float32       the default pipeline (length buckets, batch 128) in float32
-    default       the shipped defaults: length buckets, batch 128, precision "auto"
+    float32       the default pipeline (length buckets of both sides, batch 128) in float32
+    default       the shipped defaults: length buckets of both sides, batch 128, precision
+                  "auto"
     jit           the default + XLA (`jit_compile=True`); batch shapes vary, so XLA recompiles
     jit_buckets   the default + XLA, every batch padded up to its bucket's boundary (few shapes)
     batch64, batch256
@@ -30,7 +31,7 @@ Variants (`--variants`, comma-separated; the default runs `plain,padded,default`
                   the default with intra-op / inter-op thread pools of the given sizes
     previous      the step as the previous version computed it: Keras' `ignore_class`
                   cross-entropy, no output projection, Keras' own Adam update, no label
-                  smoothing
+                  smoothing, batches grouped by the longer side
     fused_loss    previous + `objective.MaskedCrossEntropy` (one fused softmax cross-entropy)
     factorized    previous + a factorized output layer (`--output-projection-dim 256`)
     keras_adam    the default with Keras' own Adam update instead of `objective.FusedAdam`
@@ -39,8 +40,10 @@ Variants (`--variants`, comma-separated; the default runs `plain,padded,default`
                   cross-entropy instead of one cross-entropy against smoothed targets
     fine_buckets  the default with a length bucket for every length up to 16 (less padding)
     projection128 the default with a narrower factorized output layer (128 instead of 256)
-    both_sides    the default with batches grouped by the source's and the target's length
-                  buckets both (`--bucket-by both`) instead of the longer side's
+    both_sides    batches grouped by the source's and the target's length buckets both
+                  (`--bucket-by both`, the default)
+    longer_side   the default with batches grouped by the longer side's length bucket
+                  (`--bucket-by longer`, the default before)
 
 With `--breakdown` every variant also times, on the same batch shapes, where a step's time goes:
 the output projection with the loss (forward and backward of the softmax layer and the loss on
@@ -106,7 +109,7 @@ class Variant:
     two_term_smoothing: bool = False  # label smoothing's uniform term computed apart
     output_projection_dim: int | None = None  # None: the config's default
     bucket_boundaries: tuple[int, ...] = ()  # other length-bucket boundaries (pipeline's default)
-    bucket_by: str = "longer"  # "both": buckets of both sides' lengths (`config.bucket_by`)
+    bucket_by: str | None = None  # None: the config's default (`config.bucket_by`)
 
 
 VARIANTS = {
@@ -115,7 +118,7 @@ VARIANTS = {
     "padded": Variant("random order, padded per batch, batch 128, float32", "padded", 128,
                       "float32"),
     "float32": Variant("length buckets, batch 128, float32", precision="float32"),
-    "default": Variant("length buckets, batch 128, precision auto (the default)"),
+    "default": Variant("length buckets of both sides, batch 128, precision auto (the default)"),
     "jit": Variant("default + jit_compile", jit_compile=True),
     "jit_buckets": Variant("default + jit_compile, padded to bucket boundaries", "boundaries",
                            jit_compile=True),
@@ -126,12 +129,14 @@ VARIANTS = {
     "threads_2_1": Variant("default, intra-op 2 / inter-op 1 threads", intra_op_threads=2,
                            inter_op_threads=1),
     "previous": Variant("the previous default: Keras' ignore_class loss and Adam, no output "
-                        "projection, no label smoothing", keras_loss=True,
-                        output_projection_dim=0, keras_adam=True, label_smoothing=0.0),
+                        "projection, no label smoothing, the longer side's buckets",
+                        keras_loss=True, output_projection_dim=0, keras_adam=True,
+                        label_smoothing=0.0, bucket_by="longer"),
     "fused_loss": Variant("previous + fused masked cross-entropy", output_projection_dim=0,
-                          keras_adam=True, label_smoothing=0.0),
+                          keras_adam=True, label_smoothing=0.0, bucket_by="longer"),
     "factorized": Variant("previous + factorized output layer (256)", keras_loss=True,
-                          output_projection_dim=256, keras_adam=True, label_smoothing=0.0),
+                          output_projection_dim=256, keras_adam=True, label_smoothing=0.0,
+                          bucket_by="longer"),
     "keras_adam": Variant("default with Keras' own Adam update", keras_adam=True),
     "two_term_smoothing": Variant("default with the smoothing's uniform term computed apart",
                                   two_term_smoothing=True),
@@ -139,8 +144,9 @@ VARIANTS = {
                             bucket_boundaries=(*range(3, 17), 18, 20, 24, 32, 48)),
     "projection128": Variant("default with a narrower output projection (128)",
                              output_projection_dim=128),
-    "both_sides": Variant("default, batches grouped by both sides' length buckets",
-                          bucket_by="both"),
+    "both_sides": Variant("batches grouped by both sides' length buckets", bucket_by="both"),
+    "longer_side": Variant("default, batches grouped by the longer side's length bucket",
+                           bucket_by="longer"),
 }
 NAME_WIDTH = max(map(len, VARIANTS))  # the tables' first column
 
@@ -384,8 +390,9 @@ def variant_config(variant: Variant, config: Seq2SeqConfig | None = None) -> Seq
         batch_size=variant.batch_size,
         precision=train_lib.resolve_precision(variant.precision),
         jit_compile=variant.jit_compile,
-        bucket_by=variant.bucket_by,
     )
+    if variant.bucket_by is not None:
+        config = dataclasses.replace(config, bucket_by=variant.bucket_by)
     if variant.output_projection_dim is not None:
         config = dataclasses.replace(config, output_projection_dim=variant.output_projection_dim)
     if variant.label_smoothing is not None:

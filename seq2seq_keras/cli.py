@@ -21,7 +21,7 @@ from seq2seq_keras.cli_flags import (  # noqa: F401  (build_parser: also this mo
     build_parser,
     config_from_args,
 )
-from seq2seq_keras.config import DEFAULT_BEAM_WIDTH, DEFAULT_LENGTH_ALPHA
+from seq2seq_keras.decoding_options import DEFAULT_BEAM_WIDTH, DEFAULT_LENGTH_ALPHA
 
 # TensorFlow's C++ log level without --verbose: 3 keeps its start-up chatter (CUDA stubs on a
 # machine without a GPU, oneDNN notices) out of the terminal. Set before TensorFlow is imported.

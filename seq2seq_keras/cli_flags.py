@@ -16,10 +16,8 @@ from seq2seq_keras.config import (
     ATTENTIONS,
     BUCKETINGS,
     CELLS,
-    DEFAULT_BEAM_WIDTH,
     DEFAULT_DECAY_SHARES,
     DEFAULT_EXPORT_ROOT,
-    DEFAULT_LENGTH_ALPHA,
     DEFAULT_TRANSFORMER_DROPOUTS,
     DECODE_PRECISIONS,
     DEFAULT_VOCAB_SIZES,
@@ -28,6 +26,10 @@ from seq2seq_keras.config import (
     STRATEGIES,
     TOKENIZERS,
     Seq2SeqConfig,
+)
+from seq2seq_keras.decoding_options import (
+    DEFAULT_BEAM_WIDTH,
+    DEFAULT_LENGTH_ALPHA,
     check_beam_width,
     check_length_alpha,
     check_temperature,
@@ -67,7 +69,7 @@ def add_decode_precision(parser: argparse.ArgumentParser) -> None:
 
 
 def beam_width(text: str) -> int:
-    """argparse type of `--beam`: a beam width `config.check_beam_width` accepts."""
+    """argparse type of `--beam`: a beam width `decoding_options.check_beam_width` accepts."""
     try:
         return check_beam_width(int(text))
     except ValueError as error:
@@ -99,7 +101,7 @@ def positive_int(text: str) -> int:
 
 
 def temperature(text: str) -> float:
-    """argparse type of `--temperature`: a number `config.check_temperature` accepts."""
+    """argparse type of `--temperature`: a number `decoding_options.check_temperature` accepts."""
     try:
         return check_temperature(float(text))
     except ValueError as error:

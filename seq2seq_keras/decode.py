@@ -38,7 +38,7 @@ import tensorflow as tf
 from keras import ops
 
 from seq2seq_keras import transformer_decode
-from seq2seq_keras.config import DEFAULT_MAX_DECODE_LENGTH
+from seq2seq_keras.decoding_options import DEFAULT_MAX_DECODE_LENGTH
 from seq2seq_keras.model import ModelLayers, attend, attention_memory
 from seq2seq_keras.rnn_runners import KERAS_LAYERS, RNNRunner
 from seq2seq_keras.search import decode_length_caps, source_lengths

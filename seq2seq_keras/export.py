@@ -21,7 +21,8 @@ from typing import Callable
 
 import tensorflow as tf
 
-from seq2seq_keras.config import CONFIG_FILENAME, DEFAULT_EXPORT_ROOT, DEFAULT_LENGTH_ALPHA
+from seq2seq_keras.config import CONFIG_FILENAME, DEFAULT_EXPORT_ROOT
+from seq2seq_keras.decoding_options import DEFAULT_LENGTH_ALPHA
 from seq2seq_keras.model_dir import MODEL_FILENAME, TrainedModel
 from seq2seq_keras.storage import publish_directory, staging_directory
 from seq2seq_keras.translator import TranslatorModule, signatures

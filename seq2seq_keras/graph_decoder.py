@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from seq2seq_keras import search, transformer_decode
-from seq2seq_keras.config import check_beam_width
+from seq2seq_keras.decoding_options import check_beam_width
 from seq2seq_keras.decode import State, decoder_logits, encode
 from seq2seq_keras.rnn_runners import CELLS, RNNRunner
 from seq2seq_keras.decode_precision import Bfloat16Matmuls

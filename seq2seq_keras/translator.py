@@ -35,9 +35,9 @@ from typing import Iterable
 import keras
 import tensorflow as tf
 
-from seq2seq_keras.config import (
+from seq2seq_keras.config import Seq2SeqConfig
+from seq2seq_keras.decoding_options import (
     MAX_BEAM_WIDTH,
-    Seq2SeqConfig,
     check_beam_width,
     check_length_alpha,
     check_temperature,

@@ -130,6 +130,11 @@ def test_the_training_benchmark_builds_the_previous_step_as_it_was(monkeypatch):
     assert type(previous.optimizer) is keras.optimizers.Adam
     assert previous.label_smoothing == 0.0
     assert previous.get_layer("decoder_dense").projection_dim == 0
+    # and its batches grouped by the longer side, as the previous version grouped them
+    configs = {name: benchmark.variant_config(benchmark.VARIANTS[name], small)
+               for name in ("default", "previous", "longer_side")}
+    assert configs["default"].bucket_by == "both"
+    assert configs["previous"].bucket_by == configs["longer_side"].bucket_by == "longer"
     # The smoothing's two terms computed apart: the same number as today's one cross-entropy.
     two_terms = build("two_term_smoothing")
     assert two_terms.compute_loss.__func__ is benchmark.two_term_compute_loss

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import PROJECT_ROOT
 from seq2seq_keras import cli
-from seq2seq_keras.config import DEFAULT_LENGTH_ALPHA
+from seq2seq_keras.decoding_options import DEFAULT_LENGTH_ALPHA
 
 
 def run_cli(*args, stdin: str = "", env_extra=None):

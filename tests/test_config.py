@@ -16,10 +16,11 @@ def test_missing_keys_default_and_unknown_keys_are_rejected():
     # a new config defaults to WordPiece.
     assert Seq2SeqConfig().tokenizer == "wordpiece"
     # Nor had it the factorized output layer, a learning-rate schedule, label smoothing, a
-    # short decay or one begun by a plateau.
+    # short decay or one begun by a plateau, and it grouped its batches by the longer side.
+    assert Seq2SeqConfig().bucket_by == "both"
     assert Seq2SeqConfig.from_json('{"units": 8}') == Seq2SeqConfig(
         units=8, tokenizer="word", output_projection_dim=0, learning_rate_schedule="constant",
-        label_smoothing=0.0, decay_share=1.0, decay_on_plateau=False,
+        label_smoothing=0.0, decay_share=1.0, decay_on_plateau=False, bucket_by="longer",
     )
     assert Seq2SeqConfig.from_json(Seq2SeqConfig().to_json()).tokenizer == "wordpiece"
     with pytest.raises(ValueError, match="unknown keys \\['colour'\\]"):

@@ -15,7 +15,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from seq2seq_keras import export
 from seq2seq_keras import data as data_lib
-from seq2seq_keras.config import MAX_BEAM_WIDTH
+from seq2seq_keras.decoding_options import MAX_BEAM_WIDTH
 from seq2seq_keras.translator import (
     BEAM_SIGNATURE,
     SERVING_SIGNATURE,

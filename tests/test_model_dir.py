@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from seq2seq_keras.config import DEFAULT_BEAM_WIDTH
+from seq2seq_keras.decoding_options import DEFAULT_BEAM_WIDTH
 from seq2seq_keras.translator import Translator
 from seq2seq_keras.model_dir import (
     ModelDirError,

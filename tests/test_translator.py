@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from seq2seq_keras.config import MAX_BEAM_WIDTH
+from seq2seq_keras.decoding_options import MAX_BEAM_WIDTH
 from seq2seq_keras.text import UNK_ID
 from seq2seq_keras.graph_decoder import GraphDecoder
 from seq2seq_keras.export import export_saved_model

@@ -31,7 +31,8 @@ import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from seq2seq_keras import search
-from seq2seq_keras.config import DEFAULT_EXPORT_ROOT, DEFAULT_LENGTH_ALPHA, check_length_alpha
+from seq2seq_keras.config import DEFAULT_EXPORT_ROOT
+from seq2seq_keras.decoding_options import DEFAULT_LENGTH_ALPHA, check_length_alpha
 from seq2seq_keras.rnn_runners import LITE_CELLS
 from seq2seq_keras.export import export_base, write_version
 from seq2seq_keras.graph_decoder import AUTOGRAPH, SOURCE_IDS_SPEC, GraphDecoder

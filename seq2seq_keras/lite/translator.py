@@ -17,7 +17,7 @@ from typing import Iterable
 
 import numpy as np
 
-from seq2seq_keras.config import check_beam_width
+from seq2seq_keras.decoding_options import check_beam_width
 from seq2seq_keras.lite.runtime_files import (
     ENCODER_SIGNATURE,
     LOG_PROBS,

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from seq2seq_keras.config import check_beam_width
+from seq2seq_keras.decoding_options import check_beam_width
 from seq2seq_keras.search.common import (
     DEFAULT_LENGTH_ALPHA,
     NEG_INF,

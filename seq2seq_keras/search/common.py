@@ -11,7 +11,7 @@ from typing import Any, Callable, NamedTuple
 
 import tensorflow as tf
 
-from seq2seq_keras.config import DEFAULT_LENGTH_ALPHA  # noqa: F401  (this package's API too)
+from seq2seq_keras.decoding_options import DEFAULT_LENGTH_ALPHA  # noqa: F401  (package API)
 from seq2seq_keras.text import PAD_ID
 
 # The step contract shared by all searches (the package docstring, `seq2seq_keras.search`).

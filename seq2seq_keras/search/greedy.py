@@ -6,7 +6,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from seq2seq_keras.config import check_temperature
+from seq2seq_keras.decoding_options import check_temperature
 from seq2seq_keras.search.common import (
     SearchResult,
     State,
