@@ -71,17 +71,6 @@ def leftover_key(keys, config: Seq2SeqConfig):
     return buckets * buckets + tf.maximum(keys // buckets, keys % buckets)
 
 
-def both_sides_key(boundaries: list[int]):
-    """`(source_ids, target_ids) → key` of the pair's source bucket and target bucket, for
-    `group_by_window` (a length's bucket: how many boundaries are at most that length)."""
-    limits = tf.constant(boundaries, tf.int32, shape=[len(boundaries)])
-
-    def bucket(ids):
-        return tf.reduce_sum(tf.cast(limits <= tf.shape(ids)[0], tf.int64))
-
-    return lambda source, target: bucket(source) * (len(boundaries) + 1) + bucket(target)
-
-
 def merged_keys(keys: tf.Tensor, config: Seq2SeqConfig) -> tf.Tensor:
     """`keys` (both-sides buckets of the pairs in an epoch's order), with every bucket's last
     `size % batch_size` pairs moved to their `leftover_key`.
@@ -105,42 +94,25 @@ def merged_keys(keys: tf.Tensor, config: Seq2SeqConfig) -> tf.Tensor:
 
 
 def batch_by_length(
-    pair_ids: tf.data.Dataset,
-    config: Seq2SeqConfig,
-    shuffle_seed: int | tf.Tensor | None,
-    keys: tf.Tensor | None = None,
+    keyed_pairs: tf.data.Dataset, config: Seq2SeqConfig, shuffle_seed: int | tf.Tensor | None
 ) -> tf.data.Dataset:
     """Batches of `((source_ids, decoder_input_ids), target_ids)`, right-padded with 0.
 
-    `pair_ids` yields `(source_ids, target_ids)` one pair at a time, targets in `[START] …
-    [END]`. Pairs of similar length are batched together, so a batch of short sentences is not
-    padded to the length of a long one: padding costs compute in every LSTM step and softmax.
-    `config.bucket_by` says which length: the longer side's (`bucket_by_sequence_length`), or
-    both sides' (`group_by_window` on the pair's `keys`, one per pair in `pair_ids`' order,
-    `merged_keys`; without them, each pair's `both_sides_key`). With a `shuffle_seed`, whole
-    batches are shuffled too, because buckets fill at different rates; `None` keeps their order.
+    `keyed_pairs` yields `((source_ids, target_ids), key)` one pair at a time, targets in
+    `[START] … [END]`, the key its length bucket (`bucket_keys`; in an epoch, `merged_keys`).
+    Pairs of one bucket are batched together, so a batch of short
+    sentences is not padded to the length of a long one: padding costs compute in every
+    recurrent step and softmax. A bucket's batch goes out as soon as it is full; at the end,
+    every bucket's rest goes out as a partial batch. With a `shuffle_seed`, whole batches are
+    shuffled too, because buckets fill at different rates; `None` keeps their order.
     """
-    boundaries = pair_buckets(config)
-    if config.bucket_by == "both":
-        if keys is None:
-            keyed = pair_ids.map(lambda *pair: (pair, both_sides_key(boundaries)(*pair)))
-        else:
-            keyed = tf.data.Dataset.zip(pair_ids, tf.data.Dataset.from_tensor_slices(keys))
-        dataset = keyed.group_by_window(
-            key_func=lambda pair, key: key,
-            reduce_func=lambda key, window: window.map(lambda pair, _: pair).padded_batch(
-                config.batch_size
-            ),
-            window_size=config.batch_size,
-        )
-    else:
-        dataset = pair_ids.bucket_by_sequence_length(
-            element_length_func=lambda source, target: tf.maximum(
-                tf.shape(source)[0], tf.shape(target)[0]
-            ),
-            bucket_boundaries=boundaries,
-            bucket_batch_sizes=[config.batch_size] * (len(boundaries) + 1),
-        )
+    dataset = keyed_pairs.group_by_window(
+        key_func=lambda pair, key: key,
+        reduce_func=lambda key, window: window.map(lambda pair, _: pair).padded_batch(
+            config.batch_size
+        ),
+        window_size=config.batch_size,
+    )
     if shuffle_seed is not None:
         dataset = dataset.shuffle(BATCH_SHUFFLE_BUFFER, seed=shuffle_seed)
     return dataset.map(teacher_forcing_pair, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
@@ -162,8 +134,11 @@ def make_dataset(
     For a few pairs vectorized at once (`data.vectorize_pairs`); training streams its pairs
     from text instead (`epoch_batches`).
     """
-    dataset = tf.data.Dataset.from_tensor_slices((tokens.source_ids, tokens.target_ids))
-    dataset = dataset.map(plain_rows)
+    keys = bucket_keys(
+        tokens.source_ids.row_lengths().numpy(), tokens.target_ids.row_lengths().numpy(), config
+    )
+    dataset = tf.data.Dataset.from_tensor_slices(((tokens.source_ids, tokens.target_ids), keys))
+    dataset = dataset.map(lambda pair, key: (plain_rows(*pair), key))
     if shuffle:
         dataset = dataset.shuffle(len(tokens), seed=config.seed, reshuffle_each_iteration=True)
     return batch_by_length(dataset, config, config.seed if shuffle else None)
@@ -216,11 +191,13 @@ def epoch_batches(
         shuffle_seed = config.seed + tf.cast(epoch, tf.int64)
     else:
         order, shuffle_seed = tf.range(len(pairs), dtype=tf.int64), None
-    keys = None
+    keys = tf.gather(bucket_keys(pairs.source_lengths, pairs.target_lengths, config), order)
     if config.bucket_by == "both":
-        pair_keys = bucket_keys(pairs.source_lengths, pairs.target_lengths, config)
-        keys = merged_keys(tf.gather(pair_keys, order), config)
-    dataset = batch_by_length(streamed_pair_ids(pairs, order), config, shuffle_seed, keys)
+        keys = merged_keys(keys, config)
+    keyed_pairs = tf.data.Dataset.zip(
+        streamed_pair_ids(pairs, order), tf.data.Dataset.from_tensor_slices(keys)
+    )
+    dataset = batch_by_length(keyed_pairs, config, shuffle_seed)
     if num_replicas == 1:
         return dataset
 

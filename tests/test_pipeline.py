@@ -110,6 +110,23 @@ def test_dataset_is_teacher_forced_right_padded_and_covers_every_pair(tiny_confi
     assert full_source.shape[0] == len(TINY_PAIRS)
 
 
+@pytest.mark.parametrize("bucket_by", ["longer", "both"])
+def test_in_memory_batches_each_hold_one_length_bucket(corpus, bucket_by):
+    config, pairs, vocabularies = corpus
+    config = dataclasses.replace(config, bucket_by=bucket_by)
+    tokens = data_lib.vectorize_pairs(pairs, *vocabularies, config)
+    batches = list(pipeline.make_dataset(tokens, config, shuffle=True))
+    for (source_ids, decoder_input_ids), _ in batches:
+        # The target's length is its whole `[START] … [END]`, one more than the decoder's input.
+        keys = pipeline.bucket_keys(
+            tf.math.count_nonzero(source_ids, axis=1).numpy(),
+            tf.math.count_nonzero(decoder_input_ids, axis=1).numpy() + 1,
+            config,
+        )
+        assert len(set(keys)) == 1
+    assert pairs_in(batches) == pairs_of(tokens)
+
+
 def test_batches_are_grouped_by_length(spa_eng_path):
     config = Seq2SeqConfig(tokenizer="word", batch_size=64, source_vocab_size=2000,
                            target_vocab_size=2000)
