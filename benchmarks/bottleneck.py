@@ -34,7 +34,8 @@ sys.path[0] = str(PROJECT_ROOT)
 from seq2seq_keras import compare, evaluate, plots  # noqa: E402
 from seq2seq_keras import data as data_lib  # noqa: E402
 from seq2seq_keras.cli import SAMPLE_SENTENCES  # noqa: E402
-from seq2seq_keras.config import TOKENIZERS, Seq2SeqConfig  # noqa: E402
+from seq2seq_keras.config import Seq2SeqConfig  # noqa: E402
+from seq2seq_keras.config_defaults import TOKENIZERS  # noqa: E402
 from seq2seq_keras.model_dir import HISTORY_FILENAME, MODEL_FILENAME  # noqa: E402
 
 BEAM_WIDTH = 4

@@ -28,7 +28,7 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 import tensorflow as tf  # noqa: E402
 
 from seq2seq_keras import data as data_lib  # noqa: E402
-from seq2seq_keras.config import DECODE_PRECISIONS  # noqa: E402
+from seq2seq_keras.config_defaults import DECODE_PRECISIONS  # noqa: E402
 from seq2seq_keras.model_dir import load_trained_model  # noqa: E402
 from seq2seq_keras.tokenizers import make_tokenizer  # noqa: E402
 

@@ -43,7 +43,7 @@ from packaging.requirements import Requirement  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from seq2seq_keras import compare, evaluate, export  # noqa: E402
-from seq2seq_keras.config import DECODE_PRECISIONS  # noqa: E402
+from seq2seq_keras.config_defaults import DECODE_PRECISIONS  # noqa: E402
 from seq2seq_keras import data as data_lib  # noqa: E402
 from seq2seq_keras.lite import LiteTranslator  # noqa: E402
 from seq2seq_keras.lite.export import export_litert  # noqa: E402

@@ -26,7 +26,8 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from seq2seq_keras.config import DEFAULT_VOCAB_SIZES, Seq2SeqConfig  # noqa: E402
+from seq2seq_keras.config import Seq2SeqConfig  # noqa: E402
+from seq2seq_keras.config_defaults import DEFAULT_VOCAB_SIZES  # noqa: E402
 
 DTYPES = (tf.float32, tf.bfloat16, tf.float16)
 ROWS = (1, 64, 256)

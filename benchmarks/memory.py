@@ -34,7 +34,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from seq2seq_keras import data as data_lib  # noqa: E402
-from seq2seq_keras.config import TOKENIZERS, Seq2SeqConfig  # noqa: E402
+from seq2seq_keras.config import Seq2SeqConfig  # noqa: E402
+from seq2seq_keras.config_defaults import TOKENIZERS  # noqa: E402
 
 KIBIBYTES_PER_MEBIBYTE = 1024
 

@@ -11,21 +11,20 @@ import dataclasses
 import os
 import sys
 
-from seq2seq_keras.config import (
+from seq2seq_keras.config import DEFAULT_EXPORT_ROOT, Seq2SeqConfig
+from seq2seq_keras.config_defaults import (
     ARCHITECTURES,
     ATTENTIONS,
     BUCKETINGS,
     CELLS,
-    DEFAULT_DECAY_SHARES,
-    DEFAULT_EXPORT_ROOT,
-    DEFAULT_TRANSFORMER_DROPOUTS,
     DECODE_PRECISIONS,
+    DEFAULT_DECAY_SHARES,
+    DEFAULT_TRANSFORMER_DROPOUTS,
     DEFAULT_VOCAB_SIZES,
     LEARNING_RATE_SCHEDULES,
     PRECISIONS,
     STRATEGIES,
     TOKENIZERS,
-    Seq2SeqConfig,
 )
 from seq2seq_keras.decoding_options import (
     DEFAULT_BEAM_WIDTH,

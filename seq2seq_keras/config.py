@@ -12,70 +12,18 @@ import dataclasses
 import json
 from pathlib import Path
 
+from seq2seq_keras.config_defaults import (
+    ARCHITECTURE_DEFAULTS,
+    CHOICES,
+    DEFAULT_VOCAB_SIZES,
+    LEGACY_DEFAULTS,
+    default_transformer_dropout,
+)
 from seq2seq_keras.decoding_options import DEFAULT_MAX_DECODE_LENGTH
 
 CONFIG_FILENAME = "config.json"
-# The choices a config (and so the command line) can name; the CLI imports these lists.
-ARCHITECTURES = ("rnn", "transformer")  # see `architecture` below
-CELLS = ("lstm", "gru")  # the recurrent cell (docs/variants.md)
-ATTENTIONS = ("none", "luong", "bahdanau")
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # see `precision` below
-DECODE_PRECISIONS = ("auto", "float32", "bfloat16")  # see `decode_precision` below
-STRATEGIES = ("default", "mirrored", "multiworker")  # tf.distribute (seq2seq_keras.distribute)
-LEARNING_RATE_SCHEDULES = ("constant", "cosine")  # see `learning_rate_schedule` below
-TOKENIZERS = ("word", "wordpiece")  # how text becomes tokens (seq2seq_keras.tokenizers)
-BUCKETINGS = ("longer", "both")  # how batches group pairs by length (seq2seq_keras.pipeline)
-# (source, target) vocabulary sizes when a config names none, per tokenizer. WordPiece spells
-# rare words from pieces, so 8,000 pieces a side lose nothing and keep the output projection,
-# the largest matmul of every training and decoding step, small; words need more entries,
-# because every word outside the vocabulary is lost as [UNK] (README: vocabulary sizes).
-DEFAULT_VOCAB_SIZES = {"wordpiece": (8000, 8000), "word": (10000, 12000)}
 # Where exports go by default: EXPORT_ROOT/NAME/<version>/, TensorFlow Serving's layout.
 DEFAULT_EXPORT_ROOT = "saved_models"
-# What a config.json that lacks a field meant when the field's default has changed since: a
-# model directory written before `tokenizer` existed holds a word model; one written before
-# the factorized output layer, the learning-rate schedule and label smoothing has none; one
-# written before `decay_share` decayed over the whole run, and one written before
-# `decay_on_plateau` began its decay at the fixed share only; one written before `bucket_by`
-# grouped its batches by the longer side.
-LEGACY_DEFAULTS = {
-    "tokenizer": "word",
-    "output_projection_dim": 0,
-    "learning_rate_schedule": "constant",
-    "label_smoothing": 0.0,
-    "decay_share": 1.0,
-    "decay_on_plateau": False,
-    "transformer_tie_embeddings": False,
-    "bucket_by": "longer",
-}
-# The learning rate and warmup each architecture trains best with in the 30-minute budget, for
-# a config that names none: the LSTM takes Adam's 2e-3 after a short warmup; the Transformer
-# reached a lower validation loss after one epoch with 1e-3 and 800 warmup steps than with
-# 2e-3 and 200 or with 5e-4 and 800 (docs/transformer.md).
-DEFAULT_LEARNING_RATES = {"rnn": 2e-3, "transformer": 1e-3}
-DEFAULT_WARMUP_STEPS = {"rnn": 200, "transformer": 800}
-# The share of the run over which the learning rate decays, at its end, for a config that names
-# none. The RNN family gains 1.4 to 4.9 BLEU in 30 minutes from holding the peak rate until the
-# last fifth, on both CPU kinds (docs/training.md, "A short decay at the end"); the
-# Transformer's defaults were chosen with the decay over the whole run.
-DEFAULT_DECAY_SHARES = {"rnn": 0.2, "transformer": 1.0}
-# The fields whose default depends on the architecture: None in a config resolves to these.
-ARCHITECTURE_DEFAULTS = {
-    "learning_rate": DEFAULT_LEARNING_RATES,
-    "warmup_steps": DEFAULT_WARMUP_STEPS,
-    "decay_share": DEFAULT_DECAY_SHARES,
-}
-# The Transformer's dropout for a config that names none, by the precision it trains in. The
-# fewer epochs a run gets, the less it has to fear overfitting: in the 11 epochs 30 minutes
-# hold with bfloat16, 0.1 reaches the lower validation loss; in the 6 to 7 of float32 on a CPU
-# without bfloat16, 0.05 does, and translates better (docs/transformer.md, "Less dropout").
-DEFAULT_TRANSFORMER_DROPOUTS = {"float32": 0.05, "mixed": 0.1}
-
-
-def default_transformer_dropout(precision: str) -> float:
-    """The Transformer's dropout for a model trained in `precision` (a Keras dtype policy:
-    "float32", "mixed_bfloat16", "mixed_float16"), from DEFAULT_TRANSFORMER_DROPOUTS."""
-    return DEFAULT_TRANSFORMER_DROPOUTS["float32" if precision == "float32" else "mixed"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,10 +213,9 @@ class Seq2SeqConfig:
     def __post_init__(self):
         """Fill in the defaults that depend on other fields (None), and refuse a combination of
         switches the model cannot build, saying how to fix it."""
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(
-                f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}."
-            )
+        for field, choices in CHOICES.items():
+            if getattr(self, field) not in choices:
+                raise ValueError(f"{field} must be one of {choices}, got {getattr(self, field)!r}.")
         if self.transformer_dropout is None and self.precision != "auto":
             object.__setattr__(
                 self, "transformer_dropout", default_transformer_dropout(self.precision)
@@ -278,14 +225,6 @@ class Seq2SeqConfig:
         for field, defaults in ARCHITECTURE_DEFAULTS.items():
             if getattr(self, field) is None:
                 object.__setattr__(self, field, defaults[self.architecture])
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}.")
-        if self.attention not in ATTENTIONS:
-            raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}.")
-        if self.tokenizer not in TOKENIZERS:
-            raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}.")
-        if self.bucket_by not in BUCKETINGS:
-            raise ValueError(f"bucket_by must be one of {BUCKETINGS}, got {self.bucket_by!r}.")
         if self.shared_vocabulary and self.source_vocab_size not in (None, self.target_vocab_size):
             raise ValueError(
                 "a shared vocabulary has one size, target_vocab_size: leave source_vocab_size "
@@ -302,20 +241,12 @@ class Seq2SeqConfig:
                 "decode_length_factor must be > 0 and decode_length_offset >= 1, got "
                 f"{self.decode_length_factor} and {self.decode_length_offset}."
             )
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}.")
-        if self.decode_precision not in DECODE_PRECISIONS:
-            raise ValueError(f"decode_precision must be one of {DECODE_PRECISIONS}, "
-                             f"got {self.decode_precision!r}.")
         self.check_recipe()
         self.resolve_and_check_layers()
 
     def check_recipe(self) -> None:
-        """Refuse a training recipe outside its range: the schedule, warmup, decay share and
-        label smoothing."""
-        if self.learning_rate_schedule not in LEARNING_RATE_SCHEDULES:
-            raise ValueError(f"learning_rate_schedule must be one of {LEARNING_RATE_SCHEDULES}, "
-                             f"got {self.learning_rate_schedule!r}.")
+        """Refuse a training recipe outside its range: warmup, decay share and label
+        smoothing."""
         if self.warmup_steps < 0 or not 0.0 <= self.final_learning_rate_fraction <= 1.0:
             raise ValueError(
                 f"warmup_steps must be >= 0 and final_learning_rate_fraction in [0, 1], got "

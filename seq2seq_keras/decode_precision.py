@@ -24,7 +24,7 @@ import keras
 import tensorflow as tf
 
 from seq2seq_keras import hardware
-from seq2seq_keras.config import DECODE_PRECISIONS
+from seq2seq_keras.config_defaults import DECODE_PRECISIONS
 from seq2seq_keras.rnn_runners import run_cells, step_cell
 from seq2seq_keras.model import ModelLayers
 

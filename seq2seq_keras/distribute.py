@@ -17,7 +17,7 @@ import os
 
 import tensorflow as tf
 
-from seq2seq_keras.config import STRATEGIES
+from seq2seq_keras.config_defaults import STRATEGIES
 
 
 class DistributeError(Exception):

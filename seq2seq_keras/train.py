@@ -41,7 +41,8 @@ from seq2seq_keras.callbacks import (
     StopOnNaN,
     TimeBudget,
 )
-from seq2seq_keras.config import PRECISIONS, Seq2SeqConfig
+from seq2seq_keras.config import Seq2SeqConfig
+from seq2seq_keras.config_defaults import PRECISIONS
 from seq2seq_keras.model import build_training_model
 from seq2seq_keras.model_dir import (
     CURVES_FILENAME,
