@@ -3,7 +3,8 @@
 Every choice that shapes the data, the model or the training lives here, in one frozen
 dataclass that is passed around explicitly (never read from a global) and changed with
 `dataclasses.replace`. It is written as JSON beside the trained model and read back on load,
-so a model directory always says how it was made.
+so a model directory always says how it was made. The values a field may take and the
+defaults the comments below name (`DEFAULT_…`, `LEGACY_DEFAULTS`) are in `config_defaults`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ from __future__ import annotations
 ARCHITECTURES = ("rnn", "transformer")  # see `Seq2SeqConfig.architecture`
 CELLS = ("lstm", "gru")  # the recurrent cell (docs/variants.md)
 ATTENTIONS = ("none", "luong", "bahdanau")
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # see `Seq2SeqConfig.precision`
+# See `Seq2SeqConfig.precision`.
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 DECODE_PRECISIONS = ("auto", "float32", "bfloat16")  # see `Seq2SeqConfig.decode_precision`
 STRATEGIES = ("default", "mirrored", "multiworker")  # tf.distribute (seq2seq_keras.distribute)
 LEARNING_RATE_SCHEDULES = ("constant", "cosine")  # see `Seq2SeqConfig.learning_rate_schedule`
