@@ -22,7 +22,10 @@ search and length caps, after one untimed warm-up pass; batched rows are the bes
    LSTM with attention).
 
 It prints `cache speedup: X.XX` (cached greedy over the tutorials' way, sentences/s at batch
-64), whether both decoders chose the same tokens, and each row's ratio to the baseline.
+64), whether both decoders chose the same tokens, and each row's ratio to the baseline. Then
+where a greedy pass at batch 64 spends its time, for the cached decoder and the `--against`
+model: encoding (the search's starting state, timed alone), the steps its loops ran (a batch
+steps until its last sentence ends or reaches its length cap) and the milliseconds a step.
 """
 
 from __future__ import annotations
@@ -86,6 +89,17 @@ def token_rows(results) -> list[tuple[int, ...]]:
     return [tuple(np.trim_zeros(row, "b")) for result in results for row in result.token_ids.numpy()]
 
 
+def encoding_and_steps(decoder: GraphDecoder, batches, results, timed) -> tuple[float, int]:
+    """The seconds `decoder` spends encoding `batches` (the searches' starting state, compiled
+    alone) and the loop steps its greedy `results` took, summed over the batches."""
+    encode = tf.function(
+        lambda ids: decoder.search_state(ids, decoder.max_lengths(ids)),
+        input_signature=[SOURCE_IDS_SPEC], autograph=False,
+    )
+    seconds, _ = timed(lambda: [encode(ids) for ids in batches], FAST_REPEATS)
+    return seconds, sum(int(result.token_ids.shape[1]) for result in results)
+
+
 def run(args, sources: list[str], timed) -> int:
     """Time the rows above on `sources` (the sample of `benchmarks/decode.py`) and report."""
     trained = load_trained_model(args.model_dir)
@@ -105,6 +119,7 @@ def run(args, sources: list[str], timed) -> int:
     seconds, cached_results = timed(lambda: [decoder.greedy(ids) for ids in batches], FAST_REPEATS)
     rows.append(("cached greedy", args.batch_size, seconds))
     cached_seconds = seconds
+    splits = [("cached greedy", seconds, *encoding_and_steps(decoder, batches, cached_results, timed))]
     preallocated = graph_decoder(trained, fixed_shapes=True)
     seconds, _ = timed(lambda: [preallocated.greedy(ids) for ids in batches], FAST_REPEATS)
     rows.append(("cached greedy, preallocated cache", args.batch_size, seconds))
@@ -122,8 +137,12 @@ def run(args, sources: list[str], timed) -> int:
         other = load_trained_model(args.against)
         other_decoder = graph_decoder(other)
         other_batches = id_batches(other, sources, args.batch_size)
-        seconds, _ = timed(lambda: [other_decoder.greedy(ids) for ids in other_batches], FAST_REPEATS)
+        seconds, other_results = timed(
+            lambda: [other_decoder.greedy(ids) for ids in other_batches], FAST_REPEATS
+        )
         rows.append((f"{args.against} greedy", args.batch_size, seconds))
+        splits.append((args.against, seconds, *encoding_and_steps(
+            other_decoder, other_batches, other_results, timed)))
 
     config = trained.config
     print(f"Transformer {args.model_dir}: {config.transformer_layers} encoder and "
@@ -138,4 +157,9 @@ def run(args, sources: list[str], timed) -> int:
     print(f"\nsame tokens, cached vs uncached greedy: "
           f"{'yes' if not differing else f'{differing} of {count} differ (rounding)'}")
     print(f"cache speedup: {rows[0][2] / cached_seconds:.2f}")
+    print(f"\nwhere greedy's time goes at batch {args.batch_size}:")
+    print(f"{'decoder':<40}{'total ms':>10}{'encode ms':>11}{'loop steps':>12}{'ms/step':>9}")
+    for name, seconds, encode_seconds, steps in splits:
+        print(f"{name:<40}{seconds * 1e3:>10.1f}{encode_seconds * 1e3:>11.1f}{steps:>12}"
+              f"{(seconds - encode_seconds) * 1e3 / steps:>9.2f}")
     return 0 if differing <= count // 50 else 1
