@@ -151,6 +151,9 @@ def add_train(commands) -> None:
                        "--model-dir left (by default the run resumes from it)")
     train.add_argument("--reverse", action="store_true",
                        help="translate the second column into the first (Spanish→English)")
+    train.add_argument("--seed", type=int, default=defaults.seed,
+                       help="seed of the weights' initialisation and of the shuffling: the same "
+                       f"seed gives the same run on the same CPU kind (default: {defaults.seed})")
     train.add_argument("--logdir", help="write TensorBoard logs here")
     train.add_argument("--precision", default=defaults.precision,
                        choices=PRECISIONS,

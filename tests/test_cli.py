@@ -6,6 +6,7 @@ import pytest
 
 from conftest import PROJECT_ROOT
 from seq2seq_keras import cli
+from seq2seq_keras.config import Seq2SeqConfig
 from seq2seq_keras.decoding_options import DEFAULT_LENGTH_ALPHA
 
 
@@ -38,6 +39,12 @@ def test_train_help_lists_the_data_and_size_flags():
     text = run_cli("train", "--help").stdout
     for flag in ("--data", "--max-pairs", "--epochs", "--units", "--embedding-dim", "--reverse"):
         assert flag in text
+
+
+def test_train_seed_flag_sets_the_config_seed_and_defaults_to_it():
+    parse = lambda *flags: cli.config_from_args(cli.build_parser().parse_args(["train", *flags]))  # noqa: E731
+    assert parse("--seed", "7").seed == 7
+    assert parse().seed == Seq2SeqConfig().seed
 
 
 def test_translating_with_an_untrained_directory_is_one_clear_error(tmp_path):
