@@ -153,7 +153,8 @@ def add_train(commands) -> None:
                        help="translate the second column into the first (Spanish→English)")
     train.add_argument("--seed", type=int, default=defaults.seed,
                        help="seed of the weights' initialisation and of the shuffling: the same "
-                       f"seed gives the same run on the same CPU kind (default: {defaults.seed})")
+                       "seed gives the same starting weights and order of batches "
+                       f"(default: {defaults.seed})")
     train.add_argument("--logdir", help="write TensorBoard logs here")
     train.add_argument("--precision", default=defaults.precision,
                        choices=PRECISIONS,
